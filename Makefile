@@ -1,0 +1,31 @@
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test bench lint clean
+
+# torch/torchvision are pinned in pyproject.toml; installing them first keeps pip's resolver
+# from ever considering another torch build.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/ssl-bench run --preset digits-cpu --algo mean_teacher --overwrite
+
+test: $(STAMP)
+	$(BIN)/python -m pytest tests
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/throughput.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check ssl_toolkit algorithms tests benchmarks
+
+clean:
+	rm -rf $(VENV) runs

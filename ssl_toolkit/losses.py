@@ -1,0 +1,82 @@
+"""Loss functions shared by the algorithms, written from the formulas in REFERENCE.md."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor
+
+NO_LABEL = -1
+
+
+def masked_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
+    """Cross-entropy summed over labeled images (target != -1), divided by the whole batch size.
+
+    Dividing by the full minibatch size (labeled + unlabeled) rather than the labeled count follows
+    the original Mean Teacher PyTorch code; it keeps the supervised term's scale tied to the batch.
+    """
+    labeled = targets != NO_LABEL
+    if not bool(labeled.any()):
+        return logits.sum() * 0.0
+    summed = F.cross_entropy(logits[labeled], targets[labeled], reduction="sum")
+    return summed / logits.shape[0]
+
+
+def softmax_mse(student_logits: Tensor, target_logits: Tensor) -> Tensor:
+    """``sum((softmax(s) - softmax(t))^2) / num_classes / batch_size``.
+
+    Gradients flow into whichever argument requires them: Mean Teacher passes a detached target,
+    the Pi-model a target that keeps its graph.
+    """
+    if student_logits.shape != target_logits.shape:
+        raise ValueError(f"softmax_mse: shapes differ {tuple(student_logits.shape)} vs {tuple(target_logits.shape)}")
+    batch, classes = student_logits.shape
+    diff = F.softmax(student_logits, dim=1) - F.softmax(target_logits, dim=1)
+    return diff.pow(2).sum() / classes / batch
+
+
+def probability_mse(student_logits: Tensor, target_probs: Tensor) -> Tensor:
+    """Like :func:`softmax_mse` but with a target already given as probabilities (Temporal Ensembling)."""
+    batch, classes = student_logits.shape
+    diff = F.softmax(student_logits, dim=1) - target_probs
+    return diff.pow(2).sum() / classes / batch
+
+
+def softmax_kl(student_logits: Tensor, target_logits: Tensor) -> Tensor:
+    """``KL(softmax(t) || softmax(s))`` summed over classes, averaged over the batch (paper Figure 4)."""
+    target_log_probs = F.log_softmax(target_logits, dim=1)
+    student_log_probs = F.log_softmax(student_logits, dim=1)
+    return (target_log_probs.exp() * (target_log_probs - student_log_probs)).sum() / student_logits.shape[0]
+
+
+def logit_distance(head1: Tensor, head2: Tensor) -> Tensor:
+    """``sum((head1 - head2)^2) / num_classes / batch_size``: the Mean Teacher logit-distance cost."""
+    batch, classes = head1.shape
+    return (head1 - head2).pow(2).sum() / classes / batch
+
+
+CONSISTENCY_LOSSES = {"mse": softmax_mse, "kl": softmax_kl}
+
+
+def consistency_function(name: str):
+    """The consistency distance called ``name`` (``mse`` or ``kl``)."""
+    try:
+        return CONSISTENCY_LOSSES[name]
+    except KeyError:
+        raise ValueError(f"unknown consistency loss {name!r}; valid: {', '.join(CONSISTENCY_LOSSES)}") from None
+
+
+def prediction_error(logits: Tensor, targets: Tensor) -> Tensor:
+    """Number of misclassified images (a 0-dim tensor), for error rates."""
+    return (logits.argmax(dim=1) != targets).sum()
+
+
+__all__ = [
+    "NO_LABEL",
+    "masked_cross_entropy",
+    "softmax_mse",
+    "probability_mse",
+    "softmax_kl",
+    "logit_distance",
+    "consistency_function",
+    "prediction_error",
+]
