@@ -124,8 +124,13 @@ def test_mean_teacher_ema_follows_min_formula_and_teacher_differs_from_student(t
         assert torch.allclose(t1, a * t0 + (1 - a) * s1.detach(), atol=1e-6)
     for step in range(1, 5):
         trainer.train_step(step)
-    differs = any(not torch.equal(t, s) for t, s in zip(algorithm.teacher.parameters(), algorithm.student.parameters(), strict=False))
-    assert differs and any(not torch.equal(b, s) for b, s in zip(student_before, algorithm.student.parameters(), strict=False))
+    differs = any(
+        not torch.equal(t, s)
+        for t, s in zip(algorithm.teacher.parameters(), algorithm.student.parameters(), strict=False)
+    )
+    assert differs and any(
+        not torch.equal(b, s) for b, s in zip(student_before, algorithm.student.parameters(), strict=False)
+    )
 
 
 def test_mean_teacher_decay_switches_after_rampup(tmp_path):
