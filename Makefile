@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/ssl-bench run --preset digits-cpu --algo mean_teacher --overwrite
+	$(BIN)/ssl-bench run --algo mean_teacher --dataset digits --labels 50 --seed 0 --overwrite
 
 test: $(STAMP)
 	$(BIN)/python -m pytest tests

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -11,6 +12,7 @@ from torch import Tensor, nn
 from ssl_toolkit.algorithm import Batch, ConsistencyConfig, DataContext, SSLAlgorithm, StepInfo, check_range
 from ssl_toolkit.consistency import ConsistencyMixin
 from ssl_toolkit.ema import ema_update
+from ssl_toolkit.losses import logit_distance
 from ssl_toolkit.registry import register_algorithm
 from ssl_toolkit.schedules import ema_decay_at
 
@@ -21,18 +23,22 @@ class MeanTeacherConfig(ConsistencyConfig):
 
     ``ema_decay`` applies during the consistency ramp-up and ``ema_decay_after_rampup`` after it
     (0.99 then 0.999 in the paper's ConvNet runs); ``ema_decay_after_rampup=None`` keeps
-    ``ema_decay`` throughout, as the PyTorch ResNet runs do.
+    ``ema_decay`` throughout, as the PyTorch ResNet runs do. ``logit_distance_cost > 0`` gives the
+    student two heads: cross-entropy on the first, consistency on the second, and
+    ``logit_distance_cost * sum((head1 - head2)^2) / C / B`` between them (paper Table 4, 0.01).
     """
 
     label_fraction_scale: float = 100.0
     ema_decay: float = 0.99
     ema_decay_after_rampup: float | None = 0.999
+    logit_distance_cost: float = 0.0
 
     def validate(self, context: DataContext) -> None:
         super().validate(context)
         check_range("ema_decay", self.ema_decay, 0.0, 1.0, high_open=True)
         if self.ema_decay_after_rampup is not None:
             check_range("ema_decay_after_rampup", self.ema_decay_after_rampup, 0.0, 1.0, high_open=True)
+        check_range("logit_distance_cost", self.logit_distance_cost, 0.0, None)
 
 
 @register_algorithm("mean_teacher")
@@ -59,6 +65,16 @@ class MeanTeacher(ConsistencyMixin, SSLAlgorithm):
         super().__init__(student, config, context)
         self.teacher = copy.deepcopy(student)
         self.teacher.requires_grad_(False)
+
+    @classmethod
+    def backbone_options(cls, config: MeanTeacherConfig) -> dict[str, Any]:
+        return {"num_heads": 2} if config.logit_distance_cost > 0 else {}
+
+    def auxiliary_loss(self, student_output: Tensor | tuple[Tensor, ...]) -> Tensor | None:
+        if self.config.logit_distance_cost <= 0:
+            return None
+        head1, head2 = student_output
+        return self.config.logit_distance_cost * logit_distance(head1, head2)
 
     def teacher_targets(self, batch: Batch, student_logits: Tensor) -> Tensor:
         with torch.no_grad():

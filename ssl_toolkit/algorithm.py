@@ -122,6 +122,15 @@ class SSLAlgorithm(nn.Module):
     def post_step(self, info: StepInfo) -> None:
         """Update state after the optimizer step (EMA teacher, per-sample buffers)."""
 
+    def auxiliary_loss(self, student_output: Tensor | tuple[Tensor, ...]) -> Tensor | None:
+        """An extra loss term on the student's raw output (all heads), or None."""
+        return None
+
+    @classmethod
+    def backbone_options(cls, config: AlgorithmConfig) -> dict[str, Any]:
+        """Keyword arguments the backbone needs for this algorithm (e.g. ``num_heads=2``)."""
+        return {}
+
     def eval_models(self) -> dict[str, nn.Module]:
         """The models to evaluate, by name. The student is always one of them."""
         return {"student": self.student}

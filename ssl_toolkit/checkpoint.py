@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import random
+import re
 from pathlib import Path
 from typing import Any
 
@@ -55,5 +56,20 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises several types for bad files; all mean "unusable"
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UserInputError(f"checkpoint {path} cannot be loaded safely: {first_line[:200]}") from None
+        raise UserInputError(
+            f"checkpoint {path} cannot be loaded safely: {_load_failure(error)}; "
+            f"valid: a checkpoint.pt written by ssl-bench run"
+        ) from None
+
+
+def _load_failure(error: Exception) -> str:
+    """The one informative phrase of torch.load's error (its weights-only errors are paragraphs
+    of advice around it, with terminal colour codes)."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error))
+    found = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\.\s|\n\n|$)", text, re.S)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    detail = found.group(1) if found else (lines[0] if lines else "")
+    detail = " ".join(detail.split()).split(". ")[0]
+    if isinstance(error, EOFError) and not detail:
+        return "the file ends early (empty or truncated)"
+    return detail[:200] or type(error).__name__

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import shutil
+import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from ssl_toolkit.config import CONFIG_KEYS, parse_scalar, read_config_file, resolve_run_config
+from ssl_toolkit.config import CONFIG_KEYS, config_differences, parse_scalar, read_config_file, resolve_run_config
 from ssl_toolkit.errors import UserInputError
-
-RESUMABLE_DIFFERENCES = {"steps", "out", "threads", "device", "eval_every", "checkpoint_every", "preset"}
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -45,9 +44,18 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     add("--out", help="run folder (default runs/<dataset>-<labels>/<algo>/seed<seed>)")
     add("--device", help="auto, cpu or cuda")
     add("--threads", type=int, help="CPU threads for torch")
+    add(
+        "--deterministic",
+        action="store_true",
+        default=None,
+        help="GPU: deterministic kernels, so a run and its resumed copy match (slower; the CPU needs no flag)",
+    )
     add("--translate", type=int, help="max random translation in pixels")
     add("--noise", type=float, help="std of Gaussian input noise")
     add("--flip", action=argparse.BooleanOptionalAction, default=None, help="random horizontal flips")
+    add("--zca", action=argparse.BooleanOptionalAction, default=None, help="ZCA-whiten the inputs (paper, CIFAR)")
+    add("--lr-rampup", type=int, help="lr ramp-up (ramp) or linear warm-up (cosine) steps")
+    add("--lr-rampdown", type=int, help="lr ramp-down steps at the end (ramp) or the cosine's length (cosine)")
     add("--svhn-extra", action="store_true", default=None, help="SVHN: add extra_32x32.mat to the unlabeled pool")
     add("--image-size", type=int, help="imagefolder: resize every image to SIZE x SIZE")
     add("--max-unlabeled", type=int, help="STL-10: read at most N images of unlabeled_X.bin")
@@ -85,16 +93,29 @@ def cli_values(args: argparse.Namespace) -> dict[str, Any]:
     return values
 
 
-def _prepare_folder(config, args: argparse.Namespace) -> None:
-    from ssl_toolkit.results import RunFolder, read_json
+RUN_FILES = ("config.json", "split.json", "metrics.jsonl", "checkpoint.pt", "final.json", "error.json")
+
+
+def _check_folder(config, args: argparse.Namespace) -> bool:
+    """Refuse what would destroy or mix up a run; True when ``--overwrite`` must clear the folder.
+
+    Only reads: nothing is removed until the data, model and checkpoint have been checked too.
+    """
+    from ssl_toolkit.results import RunFolder
 
     folder = RunFolder(config.out)
+    if folder.path.exists() and not folder.path.is_dir():
+        raise UserInputError(f"--out {folder.path} is a file, not a folder; choose another --out")
+    if args.resume and args.overwrite:
+        raise UserInputError("--resume and --overwrite exclude each other: continue the run, or replace it")
     if args.resume:
         if not folder.config.exists():
             raise UserInputError(f"--resume: {folder.path} holds no run (no config.json); start it without --resume")
-        saved = read_json(folder.config)
-        current = config.to_json()
-        differing = sorted(k for k in current if k not in RESUMABLE_DIFFERENCES and saved.get(k) != current[k])
+        try:
+            saved = json.loads(folder.config.read_text())
+        except (OSError, ValueError) as error:
+            raise UserInputError(f"--resume: {folder.config} is not readable JSON ({error})") from None
+        differing = config_differences(saved if isinstance(saved, dict) else {}, config.to_json())
         if differing:
             raise UserInputError(
                 f"--resume: the config differs from the saved run in {', '.join(differing)}; "
@@ -102,7 +123,7 @@ def _prepare_folder(config, args: argparse.Namespace) -> None:
             )
         if not folder.checkpoint.exists():
             raise UserInputError(f"--resume: no checkpoint in {folder.path}; rerun with --overwrite")
-        return
+        return False
     if folder.exists():
         if not args.overwrite:
             raise UserInputError(
@@ -113,7 +134,17 @@ def _prepare_folder(config, args: argparse.Namespace) -> None:
             raise UserInputError(
                 f"--overwrite: {folder.path} is not a run folder (no config.json); refusing to delete it"
             )
-        shutil.rmtree(folder.path)
+        return True
+    return False
+
+
+def _clear_run_files(path: Path) -> None:
+    """Remove the files a run writes (and temporary files of a killed one), nothing else: an
+    ``--out`` that also holds the user's own files keeps them."""
+    for name in RUN_FILES:
+        (path / name).unlink(missing_ok=True)
+    for stale in path.glob(".*.tmp"):
+        stale.unlink()
 
 
 def print_final_table(final: dict, console: Console) -> None:
@@ -137,15 +168,53 @@ def print_final_table(final: dict, console: Console) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from ssl_toolkit.progress import run_with_progress
-    from ssl_toolkit.trainer import Trainer
+    from ssl_toolkit.results import RunFolder, atomic_write_json
+    from ssl_toolkit.signals import StopRequest
+    from ssl_toolkit.trainer import DivergenceError, Trainer
 
-    config = resolve_run_config(cli_values(args), args.config)
-    _prepare_folder(config, args)
+    values = cli_values(args)
+    config = resolve_run_config(values, args.config)
+    saved_config = Path(config.out) / "config.json"
+    if args.resume and not args.config and saved_config.is_file():
+        # The saved run is the base layer and the flags given now go on top, so values derived
+        # from the step budget (the lr ramps) keep their saved values when only --steps changes,
+        # and any flag that does change the run shows up as a difference below.
+        config = resolve_run_config({**values, "out": config.out}, str(saved_config))
+    overwrite = _check_folder(config, args)
+    # The data, split, hyperparameter ranges, model and checkpoint are all checked here, so bad
+    # input is refused before any file is written or removed.
     trainer = Trainer(config, resume=args.resume)
-    final = run_with_progress(trainer, quiet=args.quiet)
-    if final:
-        print_final_table(final, Console())
-        print(f"results in {config.out}")
+    folder = RunFolder(config.out)
+    if overwrite:
+        _clear_run_files(folder.path)
+    if args.resume and trainer.step >= config.steps and folder.final.exists():
+        print(f"the run in {folder.path} is already complete ({trainer.step} steps); add --steps N to extend it")
+        return 0
+    stop = StopRequest()
+    try:
+        with stop.installed():
+            final = run_with_progress(trainer, quiet=args.quiet, should_stop=stop)
+    except DivergenceError as error:
+        atomic_write_json(
+            folder.error, {"error": str(error), "step": error.step, "checkpoint_step": trainer.checkpoint_step}
+        )
+        kept = (
+            f"the checkpoint of step {trainer.checkpoint_step} and metrics.jsonl are kept"
+            if trainer.checkpoint_step
+            else "no checkpoint was written before it"
+        )
+        print(f"error: {error}; {kept} in {folder.path} (details in error.json)", file=sys.stderr)
+        return 1
+    if not final:  # a signal ended the run early (one during the last step lets it complete)
+        print(
+            f"stopped by {stop.name} after step {trainer.step} (checkpoint written); "
+            f"continue with: ssl-bench resume {folder.path}",
+            file=sys.stderr,
+        )
+        return stop.exit_code
+    folder.error.unlink(missing_ok=True)
+    print_final_table(final, Console())
+    print(f"results in {config.out}")
     return 0
 
 
@@ -248,6 +317,10 @@ def main(argv: list[str] | None = None) -> int:
     except UserInputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # A second Ctrl-C during a run, or one before training started: files already written stay.
+        print("interrupted; every file written so far is complete (writes are atomic)", file=sys.stderr)
+        return 130
 
 
 def _delegate(command: str, argv: list[str]) -> int:

@@ -36,6 +36,8 @@ class RunConfig:
     out: str | None = None
     device: str = "auto"
     threads: int | None = None
+    # GPU: deterministic kernels (slower); the CPU is deterministic without it.
+    deterministic: bool = False
     # Optimizer and learning-rate schedule (Mean Teacher paper, Appendix B.1 by default).
     optimizer: str = "adam"
     lr: float = 0.003
@@ -52,6 +54,7 @@ class RunConfig:
     translate: int | None = None
     flip: bool | None = None
     noise: float | None = None
+    zca: bool = False
     # Data set options: SVHN's extra images join the unlabeled pool; image folders are resized.
     svhn_extra: bool = False
     image_size: int | None = None
@@ -68,6 +71,24 @@ class RunConfig:
 
 
 CONFIG_KEYS = [f.name for f in dataclasses.fields(RunConfig)]
+# Keys a resume may change: the step budget, where and how fast it runs, how often it reports.
+RESUMABLE_KEYS = frozenset({"steps", "out", "threads", "device", "eval_every", "checkpoint_every", "preset"})
+
+
+def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """Keys (other than ``RESUMABLE_KEYS``) whose values differ; a key missing from ``saved``, written
+    before that key existed, counts as its default."""
+    defaults = RunConfig().to_json()
+    differing = []
+    for key, value in current.items():
+        old = saved.get(key, defaults.get(key))
+        if key in RESUMABLE_KEYS or old == value:
+            continue
+        if key == "hparams" and isinstance(old, dict) and isinstance(value, dict):
+            differing += [f"hparams.{k}" for k in sorted(set(old) | set(value)) if old.get(k) != value.get(k)]
+        else:
+            differing.append(key)
+    return sorted(differing)
 CHOICES = {"optimizer": ("adam", "sgd"), "lr_schedule": ("ramp", "cosine"), "device": ("auto", "cpu", "cuda")}
 
 
@@ -169,6 +190,8 @@ def check_choices(config: RunConfig) -> None:
 
 PRESET_DIR = Path(__file__).parent / "presets"
 PRESET_METADATA = ("description", "paper_row", "published_error")
+# Presets may also hold ``algo_hparams: {algorithm: {key: value}}``: hyperparameters that apply only
+# when that algorithm runs, beneath every ``hparams`` layer, so one preset serves every --algo.
 
 
 def list_presets() -> dict[str, dict[str, Any]]:
@@ -203,20 +226,31 @@ def resolve_run_config(cli: dict[str, Any], config_file: str | None = None) -> R
     from ssl_toolkit.registry import get_algorithm, load_plugin
 
     file_values = read_config_file(config_file) if config_file else {}
-    preset = cli.get("preset") or file_values.get("preset")
-    layers: list[tuple[str, dict[str, Any]]] = []
-    if preset:
-        layers.append((f"preset {preset}", load_preset(preset)))
+    upper: list[tuple[str, dict[str, Any]]] = []
     if file_values:
-        layers.append((f"--config {config_file}", file_values))
-    layers.append(("command line", {k: v for k, v in cli.items() if v is not None}))
+        upper.append((f"--config {config_file}", file_values))
+    upper.append(("command line", {k: v for k, v in cli.items() if v is not None}))
+    preset = cli.get("preset") or file_values.get("preset")
+    if not preset:
+        # A data set may name a preset as its defaults (the CPU-sized sets do).
+        dataset = merge_layers(upper).get("dataset") or RunConfig.dataset
+        preset = get_dataset_spec(dataset).default_preset
+    preset_values = load_preset(preset) if preset else {}
+    algo_hparams = preset_values.pop("algo_hparams", None) or {}
+    layers = ([(f"preset {preset}", preset_values)] if preset else []) + upper
     merged = merge_layers(layers)
+    merged["preset"] = preset
     config = RunConfig(**merged)
+    if not isinstance(algo_hparams, dict) or not all(isinstance(v, dict) for v in algo_hparams.values()):
+        raise UserInputError(f"preset {preset}: algo_hparams must map algorithm names to hyperparameter mappings")
+    config.hparams = {**algo_hparams.get(config.algo, {}), **config.hparams}
     for module in config.plugins:
         load_plugin(module)
 
     algorithm = get_algorithm(config.algo)
-    config.hparams = typed_values(f"hyperparameter for {config.algo}", config.hparams, algorithm.Config)
+    typed = typed_values(f"hyperparameter for {config.algo}", config.hparams, algorithm.Config)
+    # Saved resolved, so a resume with the original flags compares equal to the saved config.
+    config.hparams = algorithm.Config(**typed).as_dict()
     spec = get_dataset_spec(config.dataset)
     for key, value in spec.run_defaults.items():
         if getattr(config, key) is None:
@@ -227,7 +261,8 @@ def resolve_run_config(cli: dict[str, Any], config_file: str | None = None) -> R
     config.translate = spec.augment.translate if config.translate is None else config.translate
     config.flip = spec.augment.flip if config.flip is None else config.flip
     config.noise = spec.augment.noise if config.noise is None else config.noise
-    config.checkpoint_every = config.checkpoint_every or config.eval_every
+    if config.checkpoint_every is None:
+        config.checkpoint_every = config.eval_every
     check_choices(config)
     _check_positive(config)
     if config.lr_rampup is None:

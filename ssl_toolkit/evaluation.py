@@ -13,6 +13,11 @@ def class_logits(output: Tensor | tuple[Tensor, ...]) -> Tensor:
     return output[0] if isinstance(output, tuple) else output
 
 
+def consistency_logits(output: Tensor | tuple[Tensor, ...]) -> Tensor:
+    """The logits the consistency term compares: the last head (the only one of a one-head model)."""
+    return output[-1] if isinstance(output, tuple) else output
+
+
 @torch.no_grad()
 def error_rate(
     model: nn.Module, images: Tensor, labels: Tensor, normalizer: Normalizer, batch_size: int = 500

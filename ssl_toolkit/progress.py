@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 
 from rich.console import Console
 from rich.progress import (
@@ -17,11 +18,13 @@ from rich.progress import (
 from ssl_toolkit.trainer import Trainer
 
 
-def run_with_progress(trainer: Trainer, quiet: bool = False) -> dict:
+def run_with_progress(
+    trainer: Trainer, quiet: bool = False, should_stop: Callable[[], bool] | None = None
+) -> dict:
     """Run ``trainer`` showing a progress bar on stderr (none when ``quiet`` or not a terminal)."""
     console = Console(file=sys.stderr)
     if quiet or not console.is_terminal:
-        return trainer.run()
+        return trainer.run(should_stop=should_stop)
     columns = (
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -38,4 +41,4 @@ def run_with_progress(trainer: Trainer, quiet: bool = False) -> dict:
             losses = f"class {values['class_loss']:.3f} cons {values['consistency_loss']:.4f} w {values['weight']:.2f}"
             progress.update(task, completed=step, losses=losses)
 
-        return trainer.run(progress=update)
+        return trainer.run(progress=update, should_stop=should_stop)

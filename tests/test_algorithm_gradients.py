@@ -135,9 +135,28 @@ def test_mean_teacher_ema_follows_min_formula_and_teacher_differs_from_student(t
 
 def test_mean_teacher_decay_switches_after_rampup(tmp_path):
     trainer = tiny_trainer(
-        "mean_teacher", tmp_path / "run", steps=100000, hparams={"consistency_rampup": 10}, eval_every=100000
+        "mean_teacher",
+        tmp_path / "run",
+        steps=100000,
+        hparams={"consistency_rampup": 10, "ema_decay_after_rampup": 0.999},
+        eval_every=100000,
     )
     algorithm = trainer.algorithm
     assert algorithm.decay_at(9) == pytest.approx(0.9)
     assert algorithm.decay_at(5000) == 0.999
     assert algorithm.decay_at(9999) == pytest.approx(0.999)
+
+
+def test_mean_teacher_logit_distance_uses_two_heads_and_adds_their_distance(tmp_path):
+    trainer = tiny_trainer("mean_teacher", tmp_path / "run", hparams={"logit_distance_cost": 0.01})
+    algorithm = trainer.algorithm
+    batch = trainer.make_batch(0)
+    head1, head2 = algorithm.student(batch.x_student)
+    assert head1.shape == head2.shape == (len(batch.y), 10)
+    expected = 0.01 * ((head1 - head2) ** 2).sum() / 10 / len(batch.y)
+    assert torch.allclose(algorithm.auxiliary_loss((head1, head2)), expected)
+    teacher_head1, _ = algorithm.teacher(batch.x_teacher)
+    assert isinstance(algorithm.teacher_targets(batch, head1), tuple)
+    trainer.algorithm.train()
+    assert torch.isfinite(torch.tensor(trainer.train_step(0)["class_loss"]))
+    assert teacher_head1.shape == head1.shape

@@ -34,7 +34,7 @@ def test_run_writes_config_split_metrics_and_final(tmp_path, capsys):
     assert main(["run", "--algo", "mean_teacher", *SMALL, "--out", str(out), "--set", "ema_decay=0.95"]) == 0
     config = json.loads((out / "config.json").read_text())
     assert config["algo"] == "mean_teacher" and config["hparams"]["ema_decay"] == 0.95
-    assert config["hparams"]["ema_decay_after_rampup"] == 0.999, "defaults are saved resolved"
+    assert config["hparams"]["consistency"] == "mse", "defaults are saved resolved"
     split = json.loads((out / "split.json").read_text())
     assert len(split["labeled"]) == 20 and len(split["val"]) == 50 and split["name"] == "digits.0@20-50"
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]

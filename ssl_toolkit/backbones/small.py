@@ -10,6 +10,8 @@ from __future__ import annotations
 from timm.models import register_model
 from torch import Tensor, nn
 
+from ssl_toolkit.backbones.convnet13 import ClassifierHeads
+
 
 def _conv_block(in_channels: int, out_channels: int, kernel: int = 3, padding: int = 1) -> list[nn.Module]:
     return [
@@ -32,6 +34,7 @@ class SmallConvNet(nn.Module):
         in_chans: int = 3,
         num_classes: int = 10,
         drop_rate: float = 0.3,
+        num_heads: int = 1,
     ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
@@ -45,9 +48,9 @@ class SmallConvNet(nn.Module):
         self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.num_features = channels
         self.num_classes = num_classes
-        self.head = nn.Linear(channels, num_classes)
+        self.head = ClassifierHeads(channels, num_classes, num_heads=num_heads)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor) -> Tensor | tuple[Tensor, Tensor]:
         return self.head(self.features(x))
 
 

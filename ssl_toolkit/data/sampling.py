@@ -69,8 +69,9 @@ class TwoStreamSampler:
         unlabeled_batch_size = batch_size - labeled_batch_size
         if len(unlabeled) < unlabeled_batch_size:
             raise UserInputError(
-                f"the unlabeled pool has {len(unlabeled)} images, fewer than the {unlabeled_batch_size} "
-                f"unlabeled images per batch; lower --batch-size"
+                f"--batch-size {batch_size} asks for {unlabeled_batch_size} unlabeled images per batch, more "
+                f"than the {len(unlabeled)} of the unlabeled pool; valid: --batch-size up to "
+                f"{len(unlabeled) + labeled_batch_size}"
             )
         self.labeled_batch_size = labeled_batch_size
         self.unlabeled_batch_size = unlabeled_batch_size

@@ -26,6 +26,7 @@ class DatasetSpec:
     default_data_dir: str
     description: str
     run_defaults: dict[str, Any] = field(default_factory=dict)
+    default_preset: str | None = None
 
 
 def _load_digits(data_dir: Path, options: dict[str, Any]) -> DatasetArrays:
@@ -94,6 +95,7 @@ register_dataset(
         default_data_dir="",
         description="scikit-learn's embedded 8x8 handwritten digits (1797 images, 10 classes)",
         run_defaults={"steps": 1500, "batch_size": 64, "labeled_batch_size": 16, "eval_every": 250, "labels": 50},
+        default_preset="digits-cpu",
     )
 )
 _MNIST_RUN = {"steps": 3000, "batch_size": 100, "labeled_batch_size": 25, "eval_every": 500, "labels": 1000}
@@ -107,7 +109,8 @@ for _spec in (
                 "MNIST: 28x28 grayscale, 10 classes, the four official IDX files (.gz or not)", _MNIST_RUN),
     DatasetSpec("fashion_mnist", _reader("fashion_mnist"), _PAPER_NOISE, "convnet_small", 5000,
                 _default_dir("fashion_mnist"),
-                "Fashion-MNIST: 28x28 grayscale, 10 classes, the four official IDX files (.gz or not)", _MNIST_RUN),
+                "Fashion-MNIST: 28x28 grayscale, 10 classes, the four official IDX files (.gz or not)", _MNIST_RUN,
+                default_preset="fmnist-cpu"),
     DatasetSpec("cifar10", _reader("cifar10"), _PAPER_NOISE_FLIP, "convnet13", 5000, _default_dir("cifar10"),
                 "CIFAR-10: 32x32 RGB, 10 classes, cifar-10-batches-py", {**_PAPER_RUN, "labels": 4000}),
     DatasetSpec("cifar100", _reader("cifar100"), _PAPER_NOISE_FLIP, "convnet13", 5000, _default_dir("cifar100"),
