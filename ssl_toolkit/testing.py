@@ -16,13 +16,21 @@ import torch
 from ssl_toolkit.config import resolve_run_config
 from ssl_toolkit.trainer import Trainer
 
+# A run on the embedded digits set small enough to take a second or two.
+TINY_RUN = {"dataset": "digits", "labels": 20, "batch_size": 32, "labeled_batch_size": 8, "val_size": 50, "threads": 1}
+
+
+def tiny_run_flags(steps: int = 6, eval_every: int | None = None) -> list[str]:
+    """``ssl-bench run`` flags for the tiny digits run (add --algo and --out)."""
+    values = {**TINY_RUN, "steps": steps, "eval_every": eval_every or steps}
+    return [token for key, value in values.items() for token in (f"--{key.replace('_', '-')}", str(value))] + [
+        "--quiet"
+    ]
+
 
 def tiny_trainer(algo: str, out: str | Path, steps: int = 6, **overrides) -> Trainer:
     """A Trainer for ``algo`` on the embedded digits set, small enough to run in a second or two."""
-    values = {
-        "algo": algo, "dataset": "digits", "labels": 20, "steps": steps, "batch_size": 32,
-        "labeled_batch_size": 8, "eval_every": steps, "out": str(out), "val_size": 50, "threads": 1,
-    }
+    values = {**TINY_RUN, "algo": algo, "steps": steps, "eval_every": steps, "out": str(out)}
     values.update(overrides)
     return Trainer(resolve_run_config(values))
 

@@ -7,26 +7,9 @@ import sys
 import pytest
 
 from ssl_toolkit.cli import main
+from ssl_toolkit.testing import tiny_run_flags
 
-SMALL = [
-    "--dataset",
-    "digits",
-    "--labels",
-    "20",
-    "--steps",
-    "12",
-    "--eval-every",
-    "6",
-    "--batch-size",
-    "32",
-    "--labeled-batch-size",
-    "8",
-    "--val-size",
-    "50",
-    "--threads",
-    "1",
-    "--quiet",
-]
+SMALL = tiny_run_flags(steps=12, eval_every=6)
 
 
 def test_run_writes_config_split_metrics_and_final(tmp_path, capsys):

@@ -6,6 +6,7 @@ import textwrap
 
 from ssl_toolkit.cli import main
 from ssl_toolkit.registry import list_algorithms
+from ssl_toolkit.testing import tiny_run_flags
 
 PLUGIN = textwrap.dedent(
     '''
@@ -39,34 +40,8 @@ def test_plugin_module_registers_an_algorithm_that_trains_with_its_own_hyperpara
     (tmp_path / "my_ssl_plugin.py").write_text(PLUGIN)
     monkeypatch.syspath_prepend(str(tmp_path))
     out = tmp_path / "run"
-    argv = [
-        "run",
-        "--plugin",
-        "my_ssl_plugin",
-        "--algo",
-        "sharp_pi_test_plugin",
-        "--dataset",
-        "digits",
-        "--labels",
-        "20",
-        "--steps",
-        "6",
-        "--eval-every",
-        "6",
-        "--batch-size",
-        "32",
-        "--labeled-batch-size",
-        "8",
-        "--val-size",
-        "50",
-        "--threads",
-        "1",
-        "--quiet",
-        "--set",
-        "temperature=0.3",
-        "--out",
-        str(out),
-    ]
+    argv = ["run", "--plugin", "my_ssl_plugin", "--algo", "sharp_pi_test_plugin", *tiny_run_flags()]
+    argv += ["--set", "temperature=0.3", "--out", str(out)]
     try:
         assert main(argv) == 0
         assert "sharp_pi_test_plugin" in list_algorithms()

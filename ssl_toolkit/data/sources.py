@@ -98,7 +98,7 @@ register_dataset(
         default_preset="digits-cpu",
     )
 )
-_MNIST_RUN = {"steps": 3000, "batch_size": 100, "labeled_batch_size": 25, "eval_every": 500, "labels": 1000}
+_MNIST_RUN = {"steps": 2000, "batch_size": 64, "labeled_batch_size": 16, "eval_every": 500, "labels": 1000}
 # The paper's ConvNet settings: 100 images per batch; 150k (CIFAR) / 180k (SVHN) steps.
 _PAPER_RUN = {"steps": 150_000, "batch_size": 100, "labeled_batch_size": 50, "eval_every": 5000}
 _PAPER_NOISE = AugmentConfig(translate=2, flip=False, noise=0.15)

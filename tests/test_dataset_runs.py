@@ -1,0 +1,140 @@
+"""A short `ssl-bench run` on every data set, from tiny files the test writes in the official formats."""
+
+import json
+
+import numpy as np
+import pytest
+from official_format_files import (
+    cifar_rows,
+    position_images,
+    py2_pickle,
+    stl_bytes,
+    write_cifar10,
+    write_imagefolder,
+    write_mnist,
+    write_npz,
+    write_svhn,
+)
+
+from ssl_toolkit.cli import main
+
+
+def _cifar100(parent):
+    folder = parent / "cifar-100-python"
+    folder.mkdir(parents=True)
+    for name, n in (("train", 200), ("test", 20)):
+        fine = np.arange(n) % 100
+        batch = {
+            "fine_labels": fine.tolist(),
+            "coarse_labels": (fine // 5).tolist(),
+            "data": cifar_rows(position_images(n, 3, 32, 32)),
+            "filenames": [f"{i}.png" for i in range(n)],
+        }
+        (folder / name).write_bytes(py2_pickle(batch))
+    (folder / "meta").write_bytes(py2_pickle({"fine_label_names": [f"f{i}" for i in range(100)]}))
+    return parent, ["--labels", "100", "--batch-size", "16", "--labeled-batch-size", "4"]
+
+
+def _stl10(parent):
+    folder = parent / "stl10_binary"
+    folder.mkdir(parents=True)
+    for split, n in (("train", 20), ("test", 10)):
+        (folder / f"{split}_X.bin").write_bytes(stl_bytes(position_images(n, 3, 96, 96)))
+        (folder / f"{split}_y.bin").write_bytes((np.arange(n) % 10 + 1).astype(np.uint8).tobytes())
+    (folder / "unlabeled_X.bin").write_bytes(stl_bytes(position_images(6, 3, 96, 96, offset=7)))
+    return parent, []
+
+
+CASES = {
+    "cifar10": lambda p: (p, []) if write_cifar10(p, per_batch=4) else None,
+    "cifar100": _cifar100,
+    "svhn": lambda p: (p, ["--svhn-extra"]) if write_svhn(p / "svhn", n_train=20, n_extra=4) else None,
+    "stl10": _stl10,
+    "mnist": lambda p: (p, []) if write_mnist(p, gz=True, n_train=20) else None,
+    "fashion_mnist": lambda p: (p, []) if write_mnist(p, gz=False, n_train=20) else None,
+    "imagefolder": lambda p: (
+        (p, ["--labels", "3", "--batch-size", "4", "--labeled-batch-size", "1"])
+        if write_imagefolder(p, size=12, unlabeled=3)
+        else None
+    ),
+    "npz": lambda p: (
+        (p / "d.npz", ["--labels", "3", "--batch-size", "3", "--labeled-batch-size", "1"])
+        if write_npz(p / "d.npz", unlabeled=2)
+        else None
+    ),
+}
+
+
+@pytest.mark.parametrize("dataset", sorted(CASES))
+def test_short_run_on_test_written_official_files(tmp_path, dataset):
+    (tmp_path / "data").mkdir()
+    data_dir, extra = CASES[dataset](tmp_path / "data")
+    out = tmp_path / "run"
+    argv = [
+        "run",
+        "--algo",
+        "mean_teacher",
+        "--dataset",
+        dataset,
+        "--data-dir",
+        str(data_dir),
+        "--labels",
+        "10",
+        "--val-size",
+        "0",
+        "--batch-size",
+        "8",
+        "--labeled-batch-size",
+        "2",
+        "--steps",
+        "2",
+        "--eval-every",
+        "2",
+        "--backbone",
+        "convnet_tiny",
+        "--threads",
+        "1",
+        "--quiet",
+        "--out",
+        str(out),
+        *extra,
+    ]
+    assert main(argv) == 0
+    final = json.loads((out / "final.json").read_text())
+    assert set(final["test_error"]) == {"student", "teacher"}
+    split = json.loads((out / "split.json").read_text())
+    assert split["name"].startswith(f"{dataset}.0@")
+
+
+def test_zca_run_on_cifar10_files(tmp_path):
+    write_cifar10(tmp_path / "data", per_batch=4)
+    out = tmp_path / "run"
+    argv = [
+        "run",
+        "--algo",
+        "pi_model",
+        "--dataset",
+        "cifar10",
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--labels",
+        "10",
+        "--val-size",
+        "0",
+        "--batch-size",
+        "8",
+        "--labeled-batch-size",
+        "2",
+        "--steps",
+        "2",
+        "--zca",
+        "--backbone",
+        "convnet_tiny",
+        "--threads",
+        "1",
+        "--quiet",
+        "--out",
+        str(out),
+    ]
+    assert main(argv) == 0
+    assert json.loads((out / "config.json").read_text())["zca"] is True
