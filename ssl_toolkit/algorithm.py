@@ -46,7 +46,8 @@ class DataContext:
     """Facts about the data that an algorithm's defaults may depend on (the paper's M/N rule).
 
     ``num_unlabeled`` is the unlabeled pool (labeled images included, as in the papers);
-    ``pool_size`` is the number of rows that ``Batch.index`` can address.
+    ``pool_size`` is the number of rows that ``Batch.index`` can address; ``labeled_share`` is the
+    fraction of each batch that is labeled (``labeled_batch_size / batch_size``).
     """
 
     num_classes: int
@@ -55,6 +56,7 @@ class DataContext:
     pool_size: int
     total_steps: int
     steps_per_epoch: int
+    labeled_share: float
 
 
 @dataclass
@@ -148,8 +150,10 @@ DEFAULT_RAMPUP_FRACTION = 40_000 / 150_000
 class ConsistencyConfig(AlgorithmConfig):
     """Hyperparameters shared by consistency-regularization methods.
 
-    ``consistency_weight=None`` applies the papers' rule ``w_max = label_fraction_scale * M / N``
-    (M labeled images, N images in the training pool). ``consistency_rampup=None`` ramps up over
+    ``consistency_weight=None`` applies the papers' rule ``w_max = label_fraction_scale * M / N``,
+    where M / N is the share of labeled images in a batch: the papers drew batches from the whole
+    training set, so the expected share was (labeled images) / (training images); with two-stream
+    batches it is ``labeled_batch_size / batch_size``. ``consistency_rampup=None`` ramps up over
     the papers' share of the run (40k of 150k steps).
     """
 
@@ -170,7 +174,7 @@ class ConsistencyConfig(AlgorithmConfig):
     def max_weight(self, context: DataContext) -> float:
         if self.consistency_weight is not None:
             return self.consistency_weight
-        return self.label_fraction_scale * context.num_labeled / context.num_unlabeled
+        return self.label_fraction_scale * context.labeled_share
 
     def rampup_steps(self, context: DataContext) -> int:
         if self.consistency_rampup is not None:

@@ -151,6 +151,7 @@ class Trainer:
             pool_size=len(self.data.pool),
             total_steps=config.steps,
             steps_per_epoch=self.sampler.steps_per_epoch,
+            labeled_share=config.labeled_batch_size / config.batch_size,
         )
         algorithm_cls = get_algorithm(config.algo)
         hparams = algorithm_cls.Config(**config.hparams)

@@ -86,6 +86,7 @@ def data_context(config) -> DataContext:
         pool_size=pool,
         total_steps=config.steps,
         steps_per_epoch=pool // (config.batch_size - config.labeled_batch_size),
+        labeled_share=config.labeled_batch_size / config.batch_size,
     )
 
 
@@ -156,7 +157,7 @@ def test_convnet_rows_use_the_papers_maximum_consistency_weight():
             expected = 1.0
         else:  # MT cifar10_final_eval.py: 100 * n_labeled / 50000
             expected = 100.0 * config.labels / 50_000
-        assert weight == pytest.approx(expected), name
+        assert weight == pytest.approx(expected, rel=1e-6), name
 
 
 def test_resnet_row_converts_the_original_epochs_to_steps():
