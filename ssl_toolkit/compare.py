@@ -529,6 +529,15 @@ def run_all(runs: list[PlannedRun], jobs: int, out: Path) -> int:
     return 1 if failed else 0
 
 
+def _run_parser(prog: str, description: str) -> _Parser:
+    # compare and sweep both pass every flag they do not know on to the runs they start.
+    return _Parser(
+        prog=prog,
+        allow_abbrev=False,
+        description=f"{description} Any other flag is passed to every `ssl-bench run`.",
+    )
+
+
 def _common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", required=True, help="data set name (ssl-bench list datasets)")
     parser.add_argument("--seeds", default="0", help="comma list of seeds (default: 0)")
@@ -549,11 +558,9 @@ def main(argv: list[str] | None = None) -> int:
 
     Any other flag is passed to every run. Returns the exit code: 0, 1 when a run failed, 2 on bad input.
     """
-    parser = _Parser(
-        prog="ssl-bench compare",
-        allow_abbrev=False,
-        description="Run every algorithm x label count x seed with identical splits and flags, then report. "
-        "Any other flag is passed to every `ssl-bench run`.",
+    parser = _run_parser(
+        "ssl-bench compare",
+        "Run every algorithm x label count x seed with identical splits and flags, then report.",
     )
     parser.add_argument("--algos", required=True, help="comma list of algorithms (ssl-bench list algorithms)")
     parser.add_argument("--labels", required=True, help="comma list of label counts")
@@ -574,13 +581,11 @@ def main(argv: list[str] | None = None) -> int:
 def sweep_main(argv: list[str] | None = None) -> int:
     """``ssl-bench sweep --algo A --dataset D --labels 50 --grid KEY=v1,v2 ... --seeds 0,1 --out DIR``.
 
-    Any other flag is passed to every run. Returns the exit code: 0, 1 when a run failed, 2 on bad input.
+    Other flags and the exit code as for :func:`main`.
     """
-    parser = _Parser(
-        prog="ssl-bench sweep",
-        allow_abbrev=False,
-        description="Run a grid of hyperparameters (or labels, backbone) x seeds for one algorithm, "
-        "then report. Any other flag is passed to every `ssl-bench run`.",
+    parser = _run_parser(
+        "ssl-bench sweep",
+        "Run a grid of hyperparameters (or labels, backbone) x seeds for one algorithm, then report.",
     )
     parser.add_argument("--algo", required=True, help="algorithm (ssl-bench list algorithms)")
     parser.add_argument("--labels", default=None, help="comma list of label counts (or --grid labels=...)")

@@ -738,6 +738,35 @@ def _line_label(algo: str, setting_text: str, model: str, show_model: bool) -> s
     return f"{label} ({model})" if show_model else label
 
 
+def _where(dataset: str, backbone: str, labels: int | None) -> str:
+    return f"{dataset}{f' ({backbone})' if backbone else ''}, {labels} labels"
+
+
+def _errorbar(ax: Any, points: list[tuple[float, Stat]], model: str, color: Any, label: str) -> None:
+    # Mean ± std over seeds at each x; the student solid with circles, any other model dashed with squares.
+    points = sorted(points, key=lambda p: p[0])
+    if not points:
+        return
+    ax.errorbar(
+        [p[0] for p in points],
+        [p[1].mean for p in points],
+        yerr=[p[1].std or 0.0 for p in points],
+        fmt="-o" if model == "student" else "--s",
+        color=color,
+        capsize=3,
+        label=label,
+    )
+
+
+def _finish_figure(figure: Any, axes: list[Any], path: Path) -> Path:
+    # Every plot is finished the same way: a light grid, the legend below, then written atomically.
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    _legend(figure, axes[0])
+    _save_figure(figure, path)
+    return path
+
+
 def plot_curves(rows: list[Row], out_dir: Path) -> list[Path]:
     """Validation and test error against steps, mean over seeds with a ±std band (paper Figure 3)."""
     written = []
@@ -786,12 +815,8 @@ def plot_curves(rows: list[Row], out_dir: Path) -> list[Path]:
         for ax, name in zip(axes, ("validation", "test"), strict=True):
             ax.set_xlabel("step")
             ax.set_ylabel(f"{name} error (%)")
-            ax.set_title(f"{dataset}{f' ({backbone})' if backbone else ''}, {labels} labels: {name} error")
-            ax.grid(alpha=0.3)
-        _legend(figure, axes[0])
-        path = out_dir / f"curves_{_slug(dataset, backbone, str(labels))}.png"
-        _save_figure(figure, path)
-        written.append(path)
+            ax.set_title(f"{_where(dataset, backbone, labels)}: {name} error")
+        written.append(_finish_figure(figure, axes, out_dir / f"curves_{_slug(dataset, backbone, str(labels))}.png"))
     return written
 
 
@@ -828,18 +853,7 @@ def plot_labels(rows: list[Row], out_dir: Path) -> list[Path]:
             variant = ", ".join(filter(None, [backbone if show_backbone else "", setting_text]))
             label = _line_label(algo, variant, model, show_model)
             for ax, selection in zip(axes, SELECTIONS, strict=True):
-                points = sorted(series[key][selection], key=lambda p: p[0])
-                if not points:
-                    continue
-                ax.errorbar(
-                    [p[0] for p in points],
-                    [p[1].mean for p in points],
-                    yerr=[p[1].std or 0.0 for p in points],
-                    fmt="-o" if model == "student" else "--s",
-                    color=color,
-                    capsize=3,
-                    label=label,
-                )
+                _errorbar(ax, series[key][selection], model, color, label)
         for ax, selection in zip(axes, SELECTIONS, strict=True):
             if label_counts[-1] / label_counts[0] > 10:
                 ax.set_xscale("log")
@@ -847,11 +861,7 @@ def plot_labels(rows: list[Row], out_dir: Path) -> list[Path]:
             ax.set_xlabel("labeled examples")
             ax.set_ylabel("test error (%)")
             ax.set_title(f"{dataset}: {SELECTION_TITLES[selection].lower()}")
-            ax.grid(alpha=0.3)
-        _legend(figure, axes[0])
-        path = out_dir / f"labels_{_slug(dataset)}.png"
-        _save_figure(figure, path)
-        written.append(path)
+        written.append(_finish_figure(figure, axes, out_dir / f"labels_{_slug(dataset)}.png"))
     return written
 
 
@@ -888,27 +898,14 @@ def plot_sweeps(rows: list[Row], out_dir: Path) -> list[Path]:
                 color = colors[others_list.index(others)]
                 label = (others or algo) + (f" ({model})" if show_model else "")
                 for ax, selection in zip(axes, SELECTIONS, strict=True):
-                    points = sorted(series[line_key][selection], key=lambda p: p[0])
-                    if points:
-                        ax.errorbar(
-                            [p[0] for p in points],
-                            [p[1].mean for p in points],
-                            yerr=[p[1].std or 0.0 for p in points],
-                            fmt="-o" if model == "student" else "--s",
-                            color=color,
-                            capsize=3,
-                            label=label,
-                        )
+                    _errorbar(ax, series[line_key][selection], model, color, label)
             for ax, selection in zip(axes, SELECTIONS, strict=True):
                 axis.apply(ax)
                 ax.set_ylabel("test error (%)")
-                where = f"{dataset}{f' ({backbone})' if backbone else ''}, {labels} labels"
-                ax.set_title(f"{algo}, {where}: {SELECTION_TITLES[selection].lower()}", fontsize="medium")
-                ax.grid(alpha=0.3)
-            _legend(figure, axes[0])
+                title = f"{algo}, {_where(dataset, backbone, labels)}: {SELECTION_TITLES[selection].lower()}"
+                ax.set_title(title, fontsize="medium")
             path = out_dir / f"sweep_{_slug(dataset, backbone, str(labels), algo, key)}.png"
-            _save_figure(figure, path)
-            written.append(path)
+            written.append(_finish_figure(figure, axes, path))
     return written
 
 

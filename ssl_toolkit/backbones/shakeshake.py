@@ -19,18 +19,19 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from timm.models import generate_default_cfgs
 from torch import Tensor, nn
 
-from ssl_toolkit.backbones.convnet13 import (
+from ssl_toolkit.backbones.common import (
+    PAPER_MODEL_ARGS,
     ClassifierHeads,
     TimmClassifierMixin,
     build_paper_backbone,
-    check_momentum,
-    paper_default_cfg,
+    check_network_options,
+    fan_out_conv,
+    paper_default_cfgs,
     register_paper_model,
+    residual_units,
 )
-from ssl_toolkit.errors import UserInputError
 
 __all__ = ["ShakeShakeBlock", "ShakeShakeResNet", "ShiftConvDownsample", "shake", "shakeshake26_2x96d"]
 
@@ -62,15 +63,6 @@ def shake(a: Tensor, b: Tensor, training: bool) -> Tensor:
     return b + beta * diff + ((alpha - beta) * diff).detach()
 
 
-def _conv(
-    c_in: int, c_out: int, kernel: int, stride: int = 1, groups: int = 1, bias: bool = False
-) -> nn.Conv2d:
-    conv = nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=kernel // 2, groups=groups, bias=bias)
-    # The reference initializes every conv with N(0, 2 / (k * k * c_out)).
-    nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
-    return conv
-
-
 def _bn(channels: int, momentum: float) -> nn.BatchNorm2d:
     return nn.BatchNorm2d(channels, momentum=momentum)
 
@@ -86,7 +78,7 @@ class ShiftConvDownsample(nn.Module):
     def __init__(self, c_in: int, c_out: int, bn_momentum: float) -> None:
         super().__init__()
         self.act = nn.ReLU()
-        self.conv = _conv(2 * c_in, c_out, 1, groups=2, bias=True)
+        self.conv = fan_out_conv(2 * c_in, c_out, 1, groups=2, bias=True)
         self.bn = _bn(c_out, bn_momentum)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -109,10 +101,10 @@ class ShakeShakeBlock(nn.Module):
         def branch() -> nn.Sequential:
             return nn.Sequential(
                 nn.ReLU(),  # not in place: the shortcut still reads the block input
-                _conv(c_in, c_out, 3, stride),
+                fan_out_conv(c_in, c_out, 3, stride),
                 _bn(c_out, bn_momentum),
                 nn.ReLU(inplace=True),
-                _conv(c_out, c_out, 3),
+                fan_out_conv(c_out, c_out, 3),
                 _bn(c_out, bn_momentum),
             )
 
@@ -155,26 +147,18 @@ class ShakeShakeResNet(TimmClassifierMixin, nn.Module):
         num_heads: int = 1,
     ) -> None:
         super().__init__()
-        if depth < 8 or (depth - 2) % 6 != 0:
-            raise UserInputError(
-                f"depth={depth!r} is not valid; a Shake-Shake ResNet has 6n + 2 layers (8, 14, 20, 26, ...)"
-            )
-        if base_width < 1:
-            raise UserInputError(f"base_width={base_width!r} is not valid; use a positive integer")
-        check_momentum(bn_momentum)
-        if in_chans < 1:
-            raise UserInputError(f"in_chans={in_chans!r} is not valid; use a positive channel count")
-        blocks = (depth - 2) // 6
+        blocks = residual_units("Shake-Shake ResNet", depth, extra_layers=2)
+        check_network_options(in_chans, bn_momentum, base_width=base_width)
         stem_width = 16
         self.drop_rate = drop_rate
-        self.stem = _conv(in_chans, stem_width, 3)
+        self.stem = fan_out_conv(in_chans, stem_width, 3)
 
         stages = []
         c_in = stem_width
         for s, stride in enumerate((1, 2, 2)):
             c_out = base_width * 2**s
             if stride == 1:
-                shortcut: nn.Module | None = nn.Sequential(_conv(c_in, c_out, 1), _bn(c_out, bn_momentum))
+                shortcut: nn.Module | None = nn.Sequential(fan_out_conv(c_in, c_out, 1), _bn(c_out, bn_momentum))
             else:
                 shortcut = ShiftConvDownsample(c_in, c_out, bn_momentum)
             stage = [ShakeShakeBlock(c_in, c_out, stride, shortcut, bn_momentum)]
@@ -189,16 +173,10 @@ class ShakeShakeResNet(TimmClassifierMixin, nn.Module):
         return self.stages(self.stem(x))
 
 
-_SHAKESHAKE_ARGS = ("num_classes", "in_chans", "drop_rate", "bn_momentum", "num_heads")
-
-default_cfgs = generate_default_cfgs(
-    {
-        "shakeshake26_2x96d": paper_default_cfg(
-            "Shake-Shake regularization (Gastaldi, 2017), as in Mean Teacher "
-            "(Tarvainen & Valpola, 2017) Table 4",
-            "stem",
-        )
-    }
+default_cfgs = paper_default_cfgs(
+    "shakeshake26_2x96d",
+    "Shake-Shake regularization (Gastaldi, 2017), as in Mean Teacher (Tarvainen & Valpola, 2017) Table 4",
+    "stem",
 )
 
 
@@ -209,7 +187,7 @@ def shakeshake26_2x96d(pretrained: bool = False, **kwargs: Any) -> ShakeShakeRes
         ShakeShakeResNet,
         "shakeshake26_2x96d",
         pretrained,
-        _SHAKESHAKE_ARGS,
+        PAPER_MODEL_ARGS,
         {"depth": 26, "base_width": 96},
         **kwargs,
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 from timm.models import register_model
 from torch import Tensor, nn
 
-from ssl_toolkit.backbones.convnet13 import ClassifierHeads
+from ssl_toolkit.backbones.common import ClassifierHeads
 
 
 def _conv_block(in_channels: int, out_channels: int, kernel: int = 3, padding: int = 1) -> list[nn.Module]:

@@ -16,32 +16,26 @@ from __future__ import annotations
 
 from typing import Any
 
-from timm.models import generate_default_cfgs
 from torch import Tensor, nn
 
-from ssl_toolkit.backbones.convnet13 import (
+from ssl_toolkit.backbones.common import (
     LEAKY_RELU_SLOPE,
+    PAPER_MODEL_ARGS,
     TF_BN_MOMENTUM,
     ClassifierHeads,
     TimmClassifierMixin,
     build_paper_backbone,
-    check_momentum,
-    paper_default_cfg,
+    check_network_options,
+    fan_out_conv,
+    paper_default_cfgs,
     register_paper_model,
+    residual_units,
 )
-from ssl_toolkit.errors import UserInputError
 
 __all__ = ["WideResNet", "wrn28_2"]
 
 # tf.contrib.layers.batch_norm's default epsilon, which the reference code does not override.
 TF_BN_EPS = 1e-3
-
-
-def _conv(c_in: int, c_out: int, kernel: int, stride: int) -> nn.Conv2d:
-    conv = nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=kernel // 2, bias=False)
-    # The reference initializes with N(0, 2 / (k * k * c_out)), i.e. Kaiming normal on fan-out.
-    nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
-    return conv
 
 
 class PreActUnit(nn.Module):
@@ -64,11 +58,11 @@ class PreActUnit(nn.Module):
         self.activate_before_residual = activate_before_residual
         self.bn1 = nn.BatchNorm2d(c_in, eps=TF_BN_EPS, momentum=bn_momentum)
         self.act1 = nn.LeakyReLU(LEAKY_RELU_SLOPE)
-        self.conv1 = _conv(c_in, c_out, 3, stride)
+        self.conv1 = fan_out_conv(c_in, c_out, 3, stride)
         self.bn2 = nn.BatchNorm2d(c_out, eps=TF_BN_EPS, momentum=bn_momentum)
         self.act2 = nn.LeakyReLU(LEAKY_RELU_SLOPE)
-        self.conv2 = _conv(c_out, c_out, 3, 1)
-        self.shortcut = _conv(c_in, c_out, 1, stride) if (c_in != c_out or stride != 1) else nn.Identity()
+        self.conv2 = fan_out_conv(c_out, c_out, 3, 1)
+        self.shortcut = fan_out_conv(c_in, c_out, 1, stride) if (c_in != c_out or stride != 1) else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
         activated = self.act1(self.bn1(x))
@@ -109,20 +103,12 @@ class WideResNet(TimmClassifierMixin, nn.Module):
         num_heads: int = 1,
     ) -> None:
         super().__init__()
-        if depth < 10 or (depth - 4) % 6 != 0:
-            raise UserInputError(
-                f"depth={depth!r} is not valid; a Wide ResNet has 6n + 4 layers (10, 16, 22, 28, ...)"
-            )
-        if widen_factor < 1:
-            raise UserInputError(f"widen_factor={widen_factor!r} is not valid; use a positive integer")
-        check_momentum(bn_momentum)
-        if in_chans < 1:
-            raise UserInputError(f"in_chans={in_chans!r} is not valid; use a positive channel count")
-        units = (depth - 4) // 6
+        units = residual_units("Wide ResNet", depth, extra_layers=4)
+        check_network_options(in_chans, bn_momentum, widen_factor=widen_factor)
         widths = [16, 16 * widen_factor, 32 * widen_factor, 64 * widen_factor]
         self.drop_rate = drop_rate
 
-        self.stem = _conv(in_chans, widths[0], 3, 1)
+        self.stem = fan_out_conv(in_chans, widths[0], 3, 1)
         groups = []
         for g, stride in enumerate((1, 2, 2)):
             c_in, c_out = widths[g], widths[g + 1]
@@ -151,14 +137,8 @@ def _glorot_linear(in_features: int, out_features: int) -> nn.Linear:
     return linear
 
 
-_WRN_ARGS = ("num_classes", "in_chans", "drop_rate", "bn_momentum", "num_heads")
-
-default_cfgs = generate_default_cfgs(
-    {
-        "wrn28_2": paper_default_cfg(
-            "Realistic evaluation of deep semi-supervised learning algorithms (Oliver et al., 2018)", "stem"
-        )
-    }
+default_cfgs = paper_default_cfgs(
+    "wrn28_2", "Realistic evaluation of deep semi-supervised learning algorithms (Oliver et al., 2018)", "stem"
 )
 
 
@@ -166,5 +146,5 @@ default_cfgs = generate_default_cfgs(
 def wrn28_2(pretrained: bool = False, **kwargs: Any) -> WideResNet:
     """Wide ResNet 28-2 of Oliver et al. (2018), about 1.5M parameters."""
     return build_paper_backbone(
-        WideResNet, "wrn28_2", pretrained, _WRN_ARGS, {"depth": 28, "widen_factor": 2}, **kwargs
+        WideResNet, "wrn28_2", pretrained, PAPER_MODEL_ARGS, {"depth": 28, "widen_factor": 2}, **kwargs
     )
