@@ -198,12 +198,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         atomic_write_json(
             folder.error, {"error": str(error), "step": error.step, "checkpoint_step": trainer.checkpoint_step}
         )
-        kept = (
-            f"the checkpoint of step {trainer.checkpoint_step} and metrics.jsonl are kept"
-            if trainer.checkpoint_step
-            else "no checkpoint was written before it"
+        kept = [f"the checkpoint of step {trainer.checkpoint_step}"] if trainer.checkpoint_step else []
+        kept += ["metrics.jsonl"] if folder.metrics.exists() else []
+        print(
+            f"error: {error}; kept {' and '.join(kept) or 'config.json and split.json'} in {folder.path} "
+            f"(details in error.json)",
+            file=sys.stderr,
         )
-        print(f"error: {error}; {kept} in {folder.path} (details in error.json)", file=sys.stderr)
         return 1
     if not final:  # a signal ended the run early (one during the last step lets it complete)
         print(
