@@ -156,7 +156,6 @@ class Trainer:
         algorithm_cls = get_algorithm(config.algo)
         hparams = algorithm_cls.Config(**config.hparams)
         hparams.validate(self.context)
-        config.hparams = hparams.as_dict()
         in_chans = self.data.pool.shape[1]
         student = create_backbone(
             config.backbone, in_chans=in_chans, num_classes=self.data.num_classes,
