@@ -47,6 +47,21 @@ def checkpoint_step(folder: Path) -> int:
     return torch.load(folder / "checkpoint.pt", weights_only=True)["step"]
 
 
+@pytest.fixture(autouse=True)
+def _sigint_not_ignored():
+    """A test run as a background job inherits an ignored SIGINT, which ssl-bench rightly leaves
+    ignored; these tests are about a SIGINT that reaches the run, so they start from the default."""
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> Path:
     """The uninterrupted run that every interrupted one must reproduce."""
@@ -60,7 +75,7 @@ def start(out: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     process = subprocess.Popen(
         [sys.executable, "-m", "ssl_toolkit", "run", *KILL_RUN, "--out", str(out)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint,
     )
     deadline = time.monotonic() + 90
     while not (out / "checkpoint.pt").exists():
