@@ -12,7 +12,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from ssl_toolkit.config import CONFIG_KEYS, config_differences, parse_scalar, read_config_file, resolve_run_config
+from ssl_toolkit.config import CONFIG_KEYS, config_differences, parse_scalar, resolve_run_config
 from ssl_toolkit.errors import UserInputError
 
 
@@ -236,7 +236,6 @@ def cmd_resume(args: argparse.Namespace) -> int:
     run_args.out = str(folder.path)
     if args.steps is not None:
         run_args.steps = args.steps
-    read_config_file(folder.config)
     return cmd_run(run_args)
 
 

@@ -34,12 +34,6 @@ def softmax_mse(student_logits: Tensor, target_logits: Tensor) -> Tensor:
     return diff.pow(2).sum() / classes / batch
 
 
-def probability_mse(student_logits: Tensor, target_probs: Tensor) -> Tensor:
-    """Like :func:`softmax_mse` but with a target already given as probabilities (Temporal Ensembling)."""
-    batch, classes = student_logits.shape
-    diff = F.softmax(student_logits, dim=1) - target_probs
-    return diff.pow(2).sum() / classes / batch
-
 
 def softmax_kl(student_logits: Tensor, target_logits: Tensor) -> Tensor:
     """``KL(softmax(t) || softmax(s))`` summed over classes, averaged over the batch (paper Figure 4)."""
@@ -65,18 +59,11 @@ def consistency_function(name: str):
         raise ValueError(f"unknown consistency loss {name!r}; valid: {', '.join(CONSISTENCY_LOSSES)}") from None
 
 
-def prediction_error(logits: Tensor, targets: Tensor) -> Tensor:
-    """Number of misclassified images (a 0-dim tensor), for error rates."""
-    return (logits.argmax(dim=1) != targets).sum()
-
-
 __all__ = [
     "NO_LABEL",
     "masked_cross_entropy",
     "softmax_mse",
-    "probability_mse",
     "softmax_kl",
     "logit_distance",
     "consistency_function",
-    "prediction_error",
 ]

@@ -88,5 +88,3 @@ class RunFolder:
     def exists(self) -> bool:
         return self.path.exists() and any(self.path.iterdir())
 
-    def is_complete(self) -> bool:
-        return self.final.exists()

@@ -65,40 +65,19 @@ CASES = {
 }
 
 
+def _short_run(algo, dataset, data_dir) -> list[str]:
+    """A two-step run of ``algo`` on tiny files: 10 labels, no validation set, convnet_tiny."""
+    return ["run", "--algo", algo, "--dataset", dataset, "--data-dir", str(data_dir), "--labels", "10",
+            "--val-size", "0", "--batch-size", "8", "--labeled-batch-size", "2", "--steps", "2",
+            "--backbone", "convnet_tiny", "--threads", "1", "--quiet"]
+
+
 @pytest.mark.parametrize("dataset", sorted(CASES))
 def test_short_run_on_test_written_official_files(tmp_path, dataset):
     (tmp_path / "data").mkdir()
     data_dir, extra = CASES[dataset](tmp_path / "data")
     out = tmp_path / "run"
-    argv = [
-        "run",
-        "--algo",
-        "mean_teacher",
-        "--dataset",
-        dataset,
-        "--data-dir",
-        str(data_dir),
-        "--labels",
-        "10",
-        "--val-size",
-        "0",
-        "--batch-size",
-        "8",
-        "--labeled-batch-size",
-        "2",
-        "--steps",
-        "2",
-        "--eval-every",
-        "2",
-        "--backbone",
-        "convnet_tiny",
-        "--threads",
-        "1",
-        "--quiet",
-        "--out",
-        str(out),
-        *extra,
-    ]
+    argv = [*_short_run("mean_teacher", dataset, data_dir), "--eval-every", "2", "--out", str(out), *extra]
     assert main(argv) == 0
     final = json.loads((out / "final.json").read_text())
     assert set(final["test_error"]) == {"student", "teacher"}
@@ -109,32 +88,6 @@ def test_short_run_on_test_written_official_files(tmp_path, dataset):
 def test_zca_run_on_cifar10_files(tmp_path):
     write_cifar10(tmp_path / "data", per_batch=4)
     out = tmp_path / "run"
-    argv = [
-        "run",
-        "--algo",
-        "pi_model",
-        "--dataset",
-        "cifar10",
-        "--data-dir",
-        str(tmp_path / "data"),
-        "--labels",
-        "10",
-        "--val-size",
-        "0",
-        "--batch-size",
-        "8",
-        "--labeled-batch-size",
-        "2",
-        "--steps",
-        "2",
-        "--zca",
-        "--backbone",
-        "convnet_tiny",
-        "--threads",
-        "1",
-        "--quiet",
-        "--out",
-        str(out),
-    ]
+    argv = [*_short_run("pi_model", "cifar10", tmp_path / "data"), "--zca", "--out", str(out)]
     assert main(argv) == 0
     assert json.loads((out / "config.json").read_text())["zca"] is True
