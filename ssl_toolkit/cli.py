@@ -59,6 +59,11 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     add("--svhn-extra", action="store_true", default=None, help="SVHN: add extra_32x32.mat to the unlabeled pool")
     add("--image-size", type=int, help="imagefolder: resize every image to SIZE x SIZE")
     add("--max-unlabeled", type=int, help="STL-10: read at most N images of unlabeled_X.bin")
+    add(
+        "--unlabeled-pool",
+        type=int,
+        help="use N training images as the unlabeled stream: the labeled ones plus a seeded random draw",
+    )
     add("--preset", help="a shipped preset (ssl-bench list presets)")
     add("--plugin", dest="plugins", action="append", help="import MODULE to register more algorithms")
     add("--config", help="JSON/YAML run config (a saved config.json reruns that run)")

@@ -59,6 +59,8 @@ class RunConfig:
     svhn_extra: bool = False
     image_size: int | None = None
     max_unlabeled: int | None = None
+    # Cap on the unlabeled stream (labeled images included); None uses every training image.
+    unlabeled_pool: int | None = None
     hparams: dict[str, Any] = field(default_factory=dict)
     plugins: list[str] = field(default_factory=list)
     preset: str | None = None

@@ -89,7 +89,7 @@ def prepare_data(config: RunConfig, device: torch.device) -> PreparedData:
     extra = arrays.x_extra_unlabeled
     split = make_split(
         config.dataset, arrays.y_train, arrays.num_classes, config.labels, config.val_size, config.seed,
-        num_extra_unlabeled=0 if extra is None else len(extra),
+        num_extra_unlabeled=0 if extra is None else len(extra), unlabeled_pool=config.unlabeled_pool,
     )
     pool_np = arrays.x_train if extra is None else np.concatenate([arrays.x_train, extra])
     labels_np = np.concatenate([arrays.y_train, np.full(len(pool_np) - len(arrays.y_train), NO_LABEL)])

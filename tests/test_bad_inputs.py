@@ -235,6 +235,7 @@ CATALOGUE: list[tuple[str, Builder, tuple[str, ...]]] = [
     ("labels-fewer-than-classes", flags("--labels", "5"), ("--labels 5", "valid: 10..")),
     ("labels-more-than-images", flags("--labels", "5000"), ("--labels 5000", "valid: 10..")),
     ("val-size-too-large", flags("--val-size", "5000"), ("--val-size 5000", "valid: 0..")),
+    ("unlabeled-pool-below-labels", flags("--unlabeled-pool", "5"), ("--unlabeled-pool 5", "valid: ")),
     ("set-without-equals", flags("--set", "ema_decay"), ("'ema_decay'", "KEY=VALUE")),
     ("set-unknown-key", flags("--set", "ema_dacay=0.9"), ("'ema_dacay'", "valid:", "ema_decay")),
     ("set-wrong-type", flags("--set", "ema_decay=fast"), ("ema_decay='fast'", "expected float")),

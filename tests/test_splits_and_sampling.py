@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 
 from ssl_toolkit.data.sampling import TwoStreamSampler
 from ssl_toolkit.data.splits import make_split
@@ -42,6 +43,26 @@ def test_split_is_reproducible_by_seed_and_larger_label_sets_extend_smaller_ones
     assert np.array_equal(one.labeled, again.labeled) and not np.array_equal(one.labeled, other.labeled)
     assert set(one.labeled) <= set(larger.labeled)
     assert one.name == "toy.7@50-100"
+
+
+def test_capped_unlabeled_pool_keeps_every_labeled_image_and_draws_the_rest_by_seed():
+    full = make_split("toy", Y, 10, labels=30, val_size=50, seed=0)
+    capped = make_split("toy", Y, 10, labels=30, val_size=50, seed=0, unlabeled_pool=200)
+    again = make_split("toy", Y, 10, labels=30, val_size=50, seed=0, unlabeled_pool=200)
+    other_seed = make_split("toy", Y, 10, labels=30, val_size=50, seed=1, unlabeled_pool=200)
+    assert len(capped.unlabeled) == 200 and len(set(capped.unlabeled)) == 200
+    assert set(capped.labeled) <= set(capped.unlabeled) <= set(full.unlabeled)
+    assert np.array_equal(capped.labeled, full.labeled) and np.array_equal(capped.val, full.val)
+    assert np.array_equal(capped.unlabeled, again.unlabeled)
+    assert not np.array_equal(np.setdiff1d(capped.unlabeled, capped.labeled),
+                              np.setdiff1d(other_seed.unlabeled, other_seed.labeled))
+    assert capped.name == "toy.0@30-50-u200"
+
+
+@pytest.mark.parametrize("size", [29, 901])
+def test_unlabeled_pool_outside_labels_to_whole_pool_is_a_user_error(size):
+    with pytest.raises(UserInputError, match=f"--unlabeled-pool {size} .*valid: 30..900"):
+        make_split("toy", Y, 10, labels=30, val_size=50, seed=0, unlabeled_pool=size)
 
 
 @pytest.mark.parametrize(
@@ -95,3 +116,21 @@ def test_bad_batch_composition_is_a_user_error():
         TwoStreamSampler(np.arange(5), np.arange(50), batch_size=8, labeled_batch_size=8, seed=0)
     with pytest.raises(UserInputError, match="more than the 5 of the unlabeled pool"):
         TwoStreamSampler(np.arange(5), np.arange(5), batch_size=16, labeled_batch_size=4, seed=0)
+
+
+def test_temporal_ensembling_folds_once_per_pass_over_a_capped_unlabeled_pool(tmp_path):
+    from ssl_toolkit.testing import tiny_trainer
+
+    trainer = tiny_trainer("temporal_ensembling", tmp_path / "run", steps=20, unlabeled_pool=200)
+    pool = set(trainer.data.split.unlabeled.tolist())
+    assert trainer.context.num_unlabeled == 200 and trainer.context.steps_per_epoch == 200 // 24
+    trainer.algorithm.train()
+    drawn = set()
+    for step in range(trainer.context.steps_per_epoch):
+        batch = trainer.make_batch(step)
+        drawn |= set(batch.index[8:].tolist())
+        assert int(trainer.algorithm.fold_count.sum()) == 0  # no targets before the first pass ends
+        trainer.train_step(step)
+    assert drawn <= pool and len(drawn) == 8 * 24
+    folded = set(torch.nonzero(trainer.algorithm.fold_count).flatten().tolist())
+    assert folded == drawn

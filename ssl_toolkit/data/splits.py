@@ -58,11 +58,15 @@ def make_split(
     val_size: int,
     seed: int,
     num_extra_unlabeled: int = 0,
+    unlabeled_pool: int | None = None,
 ) -> Split:
     """Split the training set: stratified validation, class-balanced labeled subset, unlabeled pool.
 
     The validation set depends only on (data set, seed, val_size), so runs with different label
-    counts share it; the held-out test set is never touched here.
+    counts share it; the held-out test set is never touched here. ``unlabeled_pool`` caps the
+    unlabeled stream at that many images: every labeled image plus a seeded random draw from the
+    rest, so that a short budget still makes many passes over it (Temporal Ensembling's targets
+    change once per pass).
     """
     n = len(y_train)
     class_counts = np.bincount(y_train, minlength=num_classes)
@@ -96,4 +100,19 @@ def make_split(
     labeled = _pick_per_class(y_train, remaining, quotas, np.random.default_rng([seed, 3]))
     unlabeled = np.concatenate([remaining, n + np.arange(num_extra_unlabeled)]).astype(np.int64)
     name = f"{dataset}.{seed}@{labels}-{val_size}"
+    if unlabeled_pool is not None:
+        unlabeled = _capped_pool(dataset, unlabeled, labeled, unlabeled_pool, seed)
+        name += f"-u{unlabeled_pool}"
     return Split(name=name, labeled=labeled, val=val, unlabeled=unlabeled)
+
+
+def _capped_pool(dataset: str, unlabeled: np.ndarray, labeled: np.ndarray, size: int, seed: int) -> np.ndarray:
+    """The labeled images plus ``size - len(labeled)`` others drawn from ``unlabeled`` by the seed."""
+    if not len(labeled) <= size <= len(unlabeled):
+        raise UserInputError(
+            f"--unlabeled-pool {size} is out of range for {dataset} with {len(labeled)} labels; "
+            f"valid: {len(labeled)}..{len(unlabeled)} (the labeled images up to the whole pool)"
+        )
+    others = np.setdiff1d(unlabeled, labeled)
+    drawn = others[np.random.default_rng([seed, 4]).permutation(len(others))[: size - len(labeled)]]
+    return np.sort(np.concatenate([labeled, drawn])).astype(np.int64)
