@@ -7,6 +7,7 @@ import torch
 from ssl_toolkit.data.sampling import TwoStreamSampler
 from ssl_toolkit.data.splits import make_split
 from ssl_toolkit.errors import UserInputError
+from ssl_toolkit.testing import tiny_trainer
 
 Y = np.repeat(np.arange(10), [50, 60, 70, 80, 90, 100, 110, 120, 130, 140])
 
@@ -119,8 +120,6 @@ def test_bad_batch_composition_is_a_user_error():
 
 
 def test_temporal_ensembling_folds_once_per_pass_over_a_capped_unlabeled_pool(tmp_path):
-    from ssl_toolkit.testing import tiny_trainer
-
     trainer = tiny_trainer("temporal_ensembling", tmp_path / "run", steps=20, unlabeled_pool=200)
     pool = set(trainer.data.split.unlabeled.tolist())
     assert trainer.context.num_unlabeled == 200 and trainer.context.steps_per_epoch == 200 // 24
