@@ -100,6 +100,24 @@ def test_parameter_counts_equal_hand_derivation_from_the_layer_lists() -> None:
     assert n_params(built("shakeshake26_2x96d", num_classes=10)) == _expected_shakeshake26_2x96d(10, heads=1)
 
 
+def _expected_small_convnet(widths: list[int], in_chans: int, classes: int) -> int:
+    # 3x3 convolutions without bias, each followed by BatchNorm (scale and shift); one linear head.
+    total, c_in = 0, in_chans
+    for c_out in widths:
+        total += c_in * c_out * 9 + 2 * c_out
+        c_in = c_out
+    return total + c_in * classes + classes
+
+
+@pytest.mark.parametrize(
+    "name, widths",
+    [("convnet_tiny", [32, 32, 64, 64]), ("convnet_small", [16, 16, 32, 32, 64]),
+     ("convnet_medium", [32, 32, 64, 64, 128])],
+)
+def test_cpu_convnet_parameter_counts_equal_hand_derivation(name: str, widths: list[int]) -> None:
+    assert n_params(timm.create_model(name, in_chans=1, num_classes=10)) == _expected_small_convnet(widths, 1, 10)
+
+
 # --- shapes, inputs, heads -------------------------------------------------------------------------------
 
 

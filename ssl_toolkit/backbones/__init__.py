@@ -8,7 +8,7 @@ from torch import nn
 from ssl_toolkit.backbones import convnet13, shakeshake, small, wrn  # noqa: F401  (registers them in timm)
 from ssl_toolkit.errors import UserInputError
 
-SSL_BACKBONES = ["convnet_tiny", "convnet_small", "convnet13", "wrn28_2", "shakeshake26_2x96d"]
+SSL_BACKBONES = ["convnet_tiny", "convnet_small", "convnet_medium", "convnet13", "wrn28_2", "shakeshake26_2x96d"]
 
 
 def list_backbones() -> list[str]:
