@@ -42,11 +42,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dirs", nargs="+", type=Path)
     args = parser.parse_args()
-    print(f"{'run':<60}{'model':<10}{'labeled error %':>17}{'test error %':>14}{'step':>7}")
+    width = max(len(str(run_dir)) for run_dir in args.run_dirs) + 2
+    print(f"{'run':<{width}}{'model':<10}{'labeled error %':>17}{'test error %':>14}{'step':>7}")
     for run_dir in args.run_dirs:
         step = torch.load(run_dir / "checkpoint.pt", weights_only=True, map_location="cpu")["step"]
         for name, (labeled, test) in labeled_and_test_error(run_dir).items():
-            print(f"{str(run_dir):<60}{name:<10}{labeled:>17.2f}{test:>14.2f}{step:>7}")
+            print(f"{str(run_dir):<{width}}{name:<10}{labeled:>17.2f}{test:>14.2f}{step:>7}")
 
 
 if __name__ == "__main__":

@@ -865,9 +865,24 @@ def plot_labels(rows: list[Row], out_dir: Path) -> list[Path]:
     return written
 
 
+def baseline_means(rows: list[Row]) -> dict[tuple[str, str, int | None, str], float]:
+    """The supervised baseline's mean student error per (data set, backbone, labels, selection)."""
+    means = {}
+    for row in rows:
+        stat = row.errors.get("student")
+        if row.algo == BASELINE and not row.setting and stat is not None and stat.mean is not None:
+            means[(row.dataset, row.backbone, row.labels, row.selection)] = stat.mean
+    return means
+
+
 def plot_sweeps(rows: list[Row], out_dir: Path) -> list[Path]:
-    """Test error against each swept setting, one line per value of the others (paper Figure 4)."""
+    """Test error against each swept setting, one line per value of the others (paper Figure 4).
+
+    Where the folder also holds supervised runs of the same data set, backbone and label count, their
+    mean is drawn as a dashed line, so a setting's gain over supervised can be read off the plot.
+    """
     written = []
+    baselines = baseline_means(rows)
     blocks: dict[tuple[str, str, int | None, str], list[Row]] = defaultdict(list)
     for row in rows:
         if row.setting:
@@ -900,6 +915,9 @@ def plot_sweeps(rows: list[Row], out_dir: Path) -> list[Path]:
                 for ax, selection in zip(axes, SELECTIONS, strict=True):
                     _errorbar(ax, series[line_key][selection], model, color, label)
             for ax, selection in zip(axes, SELECTIONS, strict=True):
+                baseline = baselines.get((dataset, backbone, labels, selection))
+                if baseline is not None:
+                    ax.axhline(baseline, color="0.4", linestyle="--", linewidth=1, label=BASELINE)
                 axis.apply(ax)
                 ax.set_ylabel("test error (%)")
                 title = f"{algo}, {_where(dataset, backbone, labels)}: {SELECTION_TITLES[selection].lower()}"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from ssl_toolkit.errors import UserInputError
-from ssl_toolkit.report import build_report, main
+from ssl_toolkit.report import baseline_means, build_report, main
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SEEDS = (0, 1, 2)
@@ -307,6 +307,29 @@ def test_sweep_grid_gets_one_plot_per_swept_hyperparameter(tmp_path: Path) -> No
     for name in sweep_plots:
         assert (tmp_path / name).read_bytes().startswith(PNG_SIGNATURE)
     assert "consistency_weight=10, ema_decay=0.999" in report.markdown
+
+
+def test_sweep_plot_draws_the_supervised_mean_of_the_same_block_as_a_reference_line(tmp_path: Path) -> None:
+    for weight in (1.0, 10.0):
+        curve = [(10, {"student": 30.0}, {"student": 20.0 + weight})]
+        write_run(tmp_path, "pi_model", 50, 0, curve, hparams={"consistency_weight": weight},
+                  setting_dir=f"consistency_weight={weight}")
+    for seed, error in ((0, 24.0), (1, 26.0)):
+        write_run(tmp_path, "supervised", 50, seed, [(10, {"student": 30.0}, {"student": error})])
+    write_run(tmp_path, "supervised", 500, 0, [(10, {"student": 30.0}, {"student": 5.0})])
+    report = build_report(tmp_path)
+    assert baseline_means(report.rows) == {
+        ("digits", "tiny_cnn", 50, "final"): 25.0,
+        ("digits", "tiny_cnn", 50, "best_val"): 25.0,
+        ("digits", "tiny_cnn", 500, "final"): 5.0,
+        ("digits", "tiny_cnn", 500, "best_val"): 5.0,
+    }
+    with_line = (tmp_path / "sweep_digits-tiny_cnn-50-pi_model-consistency_weight.png").read_bytes()
+    for folder in (tmp_path / "digits-50" / "supervised", tmp_path / "digits-500"):
+        shutil.rmtree(folder)
+    build_report(tmp_path)
+    without_line = (tmp_path / "sweep_digits-tiny_cnn-50-pi_model-consistency_weight.png").read_bytes()
+    assert with_line != without_line
 
 
 def test_value_derived_from_label_count_is_not_a_swept_setting(comparison: Path) -> None:
