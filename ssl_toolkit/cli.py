@@ -62,7 +62,7 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     add(
         "--unlabeled-pool",
         type=int,
-        help="use N training images as the unlabeled stream: the labeled ones plus a seeded random draw",
+        help="cap the unlabeled stream at N training images: the labeled ones plus a seeded random draw",
     )
     add("--preset", help="a shipped preset (ssl-bench list presets)")
     add("--plugin", dest="plugins", action="append", help="import MODULE to register more algorithms")

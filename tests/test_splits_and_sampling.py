@@ -60,10 +60,16 @@ def test_capped_unlabeled_pool_keeps_every_labeled_image_and_draws_the_rest_by_s
     assert capped.name == "toy.0@30-50-u200"
 
 
-@pytest.mark.parametrize("size", [29, 901])
-def test_unlabeled_pool_outside_labels_to_whole_pool_is_a_user_error(size):
-    with pytest.raises(UserInputError, match=f"--unlabeled-pool {size} .*valid: 30..900"):
-        make_split("toy", Y, 10, labels=30, val_size=50, seed=0, unlabeled_pool=size)
+def test_unlabeled_pool_smaller_than_the_labeled_set_is_a_user_error():
+    with pytest.raises(UserInputError, match="--unlabeled-pool 29 is smaller than the 30 labeled .*valid: 30 or more"):
+        make_split("toy", Y, 10, labels=30, val_size=50, seed=0, unlabeled_pool=29)
+
+
+@pytest.mark.parametrize("size", [900, 5000])
+def test_unlabeled_pool_cap_at_or_above_the_pool_keeps_the_whole_pool(size):
+    full = make_split("toy", Y, 10, labels=30, val_size=50, seed=0)
+    capped = make_split("toy", Y, 10, labels=30, val_size=50, seed=0, unlabeled_pool=size)
+    assert np.array_equal(capped.unlabeled, full.unlabeled) and capped.name == full.name
 
 
 @pytest.mark.parametrize(

@@ -66,7 +66,7 @@ def make_split(
     counts share it; the held-out test set is never touched here. ``unlabeled_pool`` caps the
     unlabeled stream at that many images: every labeled image plus a seeded random draw from the
     rest, so that a short budget still makes many passes over it (Temporal Ensembling's targets
-    change once per pass).
+    change once per pass). A cap at or above the pool's size keeps the whole pool.
     """
     n = len(y_train)
     class_counts = np.bincount(y_train, minlength=num_classes)
@@ -100,7 +100,7 @@ def make_split(
     labeled = _pick_per_class(y_train, remaining, quotas, np.random.default_rng([seed, 3]))
     unlabeled = np.concatenate([remaining, n + np.arange(num_extra_unlabeled)]).astype(np.int64)
     name = f"{dataset}.{seed}@{labels}-{val_size}"
-    if unlabeled_pool is not None:
+    if unlabeled_pool is not None and unlabeled_pool < len(unlabeled):
         unlabeled = _capped_pool(dataset, unlabeled, labeled, unlabeled_pool, seed)
         name += f"-u{unlabeled_pool}"
     return Split(name=name, labeled=labeled, val=val, unlabeled=unlabeled)
@@ -108,10 +108,10 @@ def make_split(
 
 def _capped_pool(dataset: str, unlabeled: np.ndarray, labeled: np.ndarray, size: int, seed: int) -> np.ndarray:
     """The labeled images plus ``size - len(labeled)`` others drawn from ``unlabeled`` by the seed."""
-    if not len(labeled) <= size <= len(unlabeled):
+    if size < len(labeled):
         raise UserInputError(
-            f"--unlabeled-pool {size} is out of range for {dataset} with {len(labeled)} labels; "
-            f"valid: {len(labeled)}..{len(unlabeled)} (the labeled images up to the whole pool)"
+            f"--unlabeled-pool {size} is smaller than the {len(labeled)} labeled images of {dataset}, which it "
+            f"must hold; valid: {len(labeled)} or more (at least {len(unlabeled)} keeps the whole pool)"
         )
     others = np.setdiff1d(unlabeled, labeled)
     drawn = others[np.random.default_rng([seed, 4]).permutation(len(others))[: size - len(labeled)]]
