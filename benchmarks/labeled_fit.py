@@ -11,7 +11,6 @@ can no longer fit the labels it was given.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
@@ -21,21 +20,21 @@ from ssl_toolkit.evaluation import error_rate
 from ssl_toolkit.trainer import Trainer
 
 
-def labeled_and_test_error(run_dir: Path) -> dict[str, tuple[float, float]]:
-    saved = json.loads((run_dir / "config.json").read_text())
+def labeled_and_test_error(run_dir: Path) -> tuple[int, dict[str, tuple[float, float]]]:
+    """The checkpoint's step, and (labeled-set error, test error) of each model it evaluates."""
     config = resolve_run_config({"out": str(run_dir), "threads": 1}, config_file=str(run_dir / "config.json"))
-    config.steps = saved["steps"]
     trainer = Trainer(config, resume=True)
     data = trainer.data
     labeled = torch.from_numpy(data.split.labeled).to(trainer.device)
     images, labels = data.pool[labeled], data.pool_labels[labeled]
-    return {
+    errors = {
         name: (
             error_rate(model, images, labels, data.normalizer),
             error_rate(model, data.test_images, data.test_labels, data.normalizer),
         )
         for name, model in trainer.algorithm.eval_models().items()
     }
+    return trainer.step, errors
 
 
 def main() -> None:
@@ -45,8 +44,8 @@ def main() -> None:
     width = max(len(str(run_dir)) for run_dir in args.run_dirs) + 2
     print(f"{'run':<{width}}{'model':<10}{'labeled error %':>17}{'test error %':>14}{'step':>7}")
     for run_dir in args.run_dirs:
-        step = torch.load(run_dir / "checkpoint.pt", weights_only=True, map_location="cpu")["step"]
-        for name, (labeled, test) in labeled_and_test_error(run_dir).items():
+        step, errors = labeled_and_test_error(run_dir)
+        for name, (labeled, test) in errors.items():
             print(f"{str(run_dir):<{width}}{name:<10}{labeled:>17.2f}{test:>14.2f}{step:>7}")
 
 
