@@ -6,20 +6,21 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from ssl_toolkit.algorithm import Batch, ConsistencyConfig, SSLAlgorithm
-from ssl_toolkit.consistency import ConsistencyMixin
+from ssl_toolkit.algorithm import Batch, ConsistencyAlgorithm, ConsistencyConfig
 from ssl_toolkit.registry import register_algorithm
+from ssl_toolkit.settings import setting
 
 
 @dataclass
 class PiModelConfig(ConsistencyConfig):
     """Π-model hyperparameters: ``w_max = 100 * M / N`` (Laine & Aila 2017, Sec. 3.1)."""
 
-    label_fraction_scale: float = 100.0
+    label_fraction_scale: float = setting(100.0, "w_max = this x labeled share when consistency_weight is None",
+                                          low=0.0)
 
 
 @register_algorithm("pi_model")
-class PiModel(ConsistencyMixin, SSLAlgorithm):
+class PiModel(ConsistencyAlgorithm):
     """Π-model: the target is a second pass of the student on another view, *with* gradients.
 
     Gradients flow through both branches, as in the paper (the target is not detached).
@@ -32,6 +33,7 @@ class PiModel(ConsistencyMixin, SSLAlgorithm):
     """
 
     Config = PiModelConfig
+    views = {"student": "weak", "teacher": "weak"}
 
-    def teacher_targets(self, batch: Batch, student_logits: Tensor) -> Tensor:
-        return self.student(batch.x_teacher)
+    def teacher_targets(self, batch: Batch, output: Tensor) -> Tensor:
+        return self.student(batch.view("teacher"))

@@ -18,10 +18,12 @@ class Supervised(SSLAlgorithm):
     """Train on labeled images only: the baseline every SSL algorithm must beat.
 
     The unlabeled images still pass through the network, so BatchNorm statistics and the loss
-    normalization match the SSL algorithms exactly; only the consistency term is missing.
+    normalization match the SSL algorithms exactly; only the consistency term is missing. It uses
+    one view, so the trainer builds only that one.
 
     Example:
         ssl-bench run --algo supervised --dataset digits --labels 50
     """
 
     Config = SupervisedConfig
+    views = {"student": "weak", "teacher": "weak"}

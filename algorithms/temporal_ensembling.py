@@ -8,26 +8,24 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ssl_toolkit.algorithm import Batch, ConsistencyConfig, DataContext, SSLAlgorithm, StepInfo, check_range
-from ssl_toolkit.consistency import ConsistencyMixin
-from ssl_toolkit.losses import NO_LABEL
+from ssl_toolkit.algorithm import Batch, ConsistencyAlgorithm, ConsistencyConfig, DataContext, StepInfo
+from ssl_toolkit.losses import masked_consistency
 from ssl_toolkit.registry import register_algorithm
+from ssl_toolkit.settings import setting
 
 
 @dataclass
 class TemporalEnsemblingConfig(ConsistencyConfig):
     """Temporal Ensembling hyperparameters: ``α = 0.6`` and ``w_max = 30 * M / N`` (paper Sec. 3.1)."""
 
-    label_fraction_scale: float = 30.0
-    ensemble_momentum: float = 0.6
-
-    def validate(self, context: DataContext) -> None:
-        super().validate(context)
-        check_range("ensemble_momentum", self.ensemble_momentum, 0.0, 1.0, high_open=True)
+    label_fraction_scale: float = setting(30.0, "w_max = this x labeled share when consistency_weight is None",
+                                          low=0.0)
+    ensemble_momentum: float = setting(0.6, "α of the per-sample ensemble Z <- α Z + (1 - α) z", low=0.0,
+                                       high=1.0, high_open=True, search="uniform:0.5:0.9")
 
 
 @register_algorithm("temporal_ensembling")
-class TemporalEnsembling(ConsistencyMixin, SSLAlgorithm):
+class TemporalEnsembling(ConsistencyAlgorithm):
     """Temporal Ensembling: one network pass per step; targets come from a per-sample buffer.
 
     Predictions ``z`` made during an epoch (a pass over the unlabeled stream) are folded into the
@@ -45,6 +43,7 @@ class TemporalEnsembling(ConsistencyMixin, SSLAlgorithm):
 
     Config = TemporalEnsemblingConfig
     config: TemporalEnsemblingConfig
+    views = {"student": "weak", "teacher": "weak"}
 
     def __init__(self, student: nn.Module, config: TemporalEnsemblingConfig, context: DataContext) -> None:
         super().__init__(student, config, context)
@@ -55,25 +54,19 @@ class TemporalEnsembling(ConsistencyMixin, SSLAlgorithm):
         self.register_buffer("seen_this_epoch", torch.zeros(n, dtype=torch.bool))
         self.register_buffer("fold_count", torch.zeros(n, dtype=torch.long))
 
-    def teacher_targets(self, batch: Batch, student_logits: Tensor) -> Tensor:
+    def teacher_targets(self, batch: Batch, output: Tensor) -> Tensor:
         counts = self.fold_count[batch.index]
         correction = 1.0 - self.config.ensemble_momentum ** counts.clamp(min=1).to(self.ensemble.dtype)
         return (self.ensemble[batch.index] / correction.unsqueeze(1)).detach()
 
-    def consistency_loss(self, student_logits: Tensor, targets: Tensor, batch: Batch) -> Tensor:
-        has_target = (self.fold_count[batch.index] > 0).to(student_logits.dtype).unsqueeze(1)
-        batch_size, classes = student_logits.shape
-        if self.config.consistency == "kl":
-            log_probs = F.log_softmax(student_logits, dim=1)
-            terms = targets * (torch.log(targets.clamp(min=1e-12)) - log_probs)
-            return (terms * has_target).sum() / batch_size
-        diff = F.softmax(student_logits, dim=1) - targets
-        return (diff.pow(2) * has_target).sum() / classes / batch_size
+    def consistency_loss(self, output: Tensor, targets: Tensor, batch: Batch) -> Tensor:
+        has_target = self.fold_count[batch.index] > 0
+        return masked_consistency(self.config.consistency, output, targets, has_target)
 
     @torch.no_grad()
     def post_step(self, info: StepInfo) -> None:
         # The unlabeled stream visits every pool image once per epoch, so record its predictions.
-        from_unlabeled_stream = info.batch.y == NO_LABEL
+        from_unlabeled_stream = info.batch.unlabeled
         index = info.batch.index[from_unlabeled_stream]
         probs = F.softmax(info.student_logits[from_unlabeled_stream].float(), dim=1)
         self.epoch_predictions[index] = probs

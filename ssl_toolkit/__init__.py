@@ -3,6 +3,7 @@
 from ssl_toolkit.algorithm import (
     AlgorithmConfig,
     Batch,
+    ConsistencyAlgorithm,
     ConsistencyConfig,
     DataContext,
     SSLAlgorithm,
@@ -15,6 +16,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AlgorithmConfig",
     "Batch",
+    "ConsistencyAlgorithm",
     "ConsistencyConfig",
     "DataContext",
     "SSLAlgorithm",

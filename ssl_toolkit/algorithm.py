@@ -1,4 +1,9 @@
-"""The interface every semi-supervised algorithm implements, and what the trainer hands it."""
+"""The interface every semi-supervised algorithm implements, and what the trainer hands it.
+
+Two step counts appear below, and each name says which: ``step_index`` is 0-based, the step being
+taken now (the batch of step ``s`` is drawn with ``step_index == s``); ``steps_done`` is 1-based,
+how many optimizer steps have finished (1 after the first).
+"""
 
 from __future__ import annotations
 
@@ -9,33 +14,55 @@ from typing import Any, ClassVar
 from torch import Tensor, nn
 
 from ssl_toolkit.errors import UserInputError
+from ssl_toolkit.losses import NO_LABEL, consistency_function
+from ssl_toolkit.schedules import PAPER_RAMPUP_FRACTION, sigmoid_rampup
+from ssl_toolkit.settings import setting
+
+Output = Any  # what the student returns: a logit tensor for most algorithms, whatever the algorithm wraps it into
 
 
-@dataclass
 class Batch:
-    """One training batch: two independently augmented views of the same images.
+    """One training batch: the views an algorithm declared, of the same images, with labels and rows.
 
     ``y`` holds the class index of labeled images and -1 for unlabeled ones; ``index`` is each
-    image's row in the training pool, for algorithms that keep per-sample state.
+    image's row in the training pool, for algorithms that keep per-sample state. Read a view with
+    :meth:`view`; the batch remembers which views were read, so the conformance checks can tell a
+    declared view that is never used.
     """
 
-    x_student: Tensor
-    x_teacher: Tensor
-    y: Tensor
-    index: Tensor
+    def __init__(self, views: dict[str, Tensor], y: Tensor, index: Tensor) -> None:
+        self._views = views
+        self.y = y
+        self.index = index
+        self.used_views: set[str] = set()
+
+    def view(self, name: str) -> Tensor:
+        """The batch's images as seen through view ``name`` (one of the algorithm's ``views``)."""
+        if name not in self._views:
+            raise KeyError(f"view {name!r} was not declared; this batch has: {', '.join(self._views)}")
+        self.used_views.add(name)
+        return self._views[name]
+
+    @property
+    def view_names(self) -> list[str]:
+        return list(self._views)
+
+    @property
+    def unlabeled(self) -> Tensor:
+        """Boolean mask of the images without a label in this batch."""
+        return self.y == NO_LABEL
 
 
 @dataclass
 class StepInfo:
     """What the trainer tells ``post_step`` after each optimizer step.
 
-    ``step`` counts optimizer steps done so far (1 after the first). ``epoch_ended`` is true on the
-    step that finished a pass over the unlabeled stream; ``epoch`` is the number of passes finished.
+    ``steps_done`` counts optimizer steps finished so far (1 after the first). ``epoch_ended`` is
+    true on the step that finished a pass over the unlabeled stream. ``student_logits`` are the
+    student's classification logits of this step, detached.
     """
 
-    step: int
-    total_steps: int
-    epoch: int
+    steps_done: int
     epoch_ended: bool
     batch: Batch
     student_logits: Tensor
@@ -43,57 +70,58 @@ class StepInfo:
 
 @dataclass
 class DataContext:
-    """Facts about the data that an algorithm's defaults may depend on (the paper's M/N rule).
+    """Facts about the data and the run that an algorithm's state or defaults depend on.
 
-    ``num_unlabeled`` is the unlabeled pool (labeled images included, as in the papers);
-    ``pool_size`` is the number of rows that ``Batch.index`` can address; ``labeled_share`` is the
-    fraction of each batch that is labeled (``labeled_batch_size / batch_size``).
+    ``pool_size`` is the number of rows that ``Batch.index`` can address (per-sample buffers);
+    ``labeled_share`` is the fraction of each batch that is labeled (``labeled_batch_size /
+    batch_size``: the papers' M/N rule); ``total_steps`` is the run's step budget.
     """
 
     num_classes: int
-    num_labeled: int
-    num_unlabeled: int
     pool_size: int
     total_steps: int
-    steps_per_epoch: int
     labeled_share: float
 
 
 @dataclass
 class AlgorithmConfig:
-    """Base of every algorithm's hyperparameter dataclass. Subclasses add fields with paper defaults."""
+    """Base of every algorithm's hyperparameter dataclass.
+
+    Subclasses add fields with :func:`ssl_toolkit.settings.setting`, giving each its paper default,
+    help text, valid range and (optionally) the search space ``ssl-bench tune`` uses. Ranges are
+    checked generically; override :meth:`validate` only for checks that need the data or the run.
+    """
 
     def validate(self, context: DataContext) -> None:
-        """Raise UserInputError naming a hyperparameter whose value is out of range."""
+        """Raise UserInputError naming a hyperparameter that does not fit this run."""
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
-def check_range(name: str, value: float, low: float | None, high: float | None, *, high_open: bool = False) -> None:
-    """Raise UserInputError unless ``low <= value <= high`` (``< high`` with ``high_open``)."""
-    too_low = low is not None and value < low
-    too_high = high is not None and (value >= high if high_open else value > high)
-    if too_low or too_high:
-        bounds = f"[{'-inf' if low is None else low}, {'inf' if high is None else high}{')' if high_open else ']'}"
-        raise UserInputError(f"hyperparameter {name}={value} is out of range; valid: {bounds}")
-
-
 class SSLAlgorithm(nn.Module):
-    """A semi-supervised algorithm: what target the student is pulled toward, and how.
+    """A semi-supervised algorithm: which views it needs, what target the student is pulled toward, how.
 
-    The trainer computes ``student(x_student)``, asks :meth:`teacher_targets` for targets, adds
-    ``w(t) * consistency_loss(...)`` to the masked cross-entropy, steps the optimizer and then calls
-    :meth:`post_step`. Because the algorithm is an ``nn.Module`` holding the student (and any
-    teacher or per-sample buffers), its ``state_dict`` is its whole state.
+    Each step the trainer builds the declared ``views`` of the batch, computes
+    ``output = student(batch.view(student_view))``, the masked cross-entropy of
+    :meth:`class_logits` of that output, and adds ``consistency_weight(step_index) *
+    consistency_loss(output, teacher_targets(batch, output), batch)`` plus :meth:`auxiliary_loss`.
+    It then steps the optimizer and calls :meth:`post_step`. Because the algorithm is an
+    ``nn.Module`` holding the student (and any teacher or per-sample buffers), its ``state_dict``
+    is its whole state. An algorithm never draws random numbers itself: every random choice comes
+    from its views, which the trainer builds from the checkpointed generator.
 
-    Subclasses set ``Config`` to a dataclass of hyperparameters and register themselves::
+    ``views`` maps each view name to an augmentation policy (``ssl-bench list`` shows them:
+    ``weak`` is the data set's translate/flip/noise of the papers, ``strong`` adds RandAugment and
+    Cutout); ``student_view`` names the one the student trains on.
+
+    Example::
 
         @register_algorithm("my_algo")
-        class MyAlgo(SSLAlgorithm):
+        class MyAlgo(ConsistencyAlgorithm):
             Config = MyAlgoConfig
-            def teacher_targets(self, batch, student_logits): ...
-            def consistency_loss(self, student_logits, targets, batch): ...
+            views = {"student": "weak", "teacher": "weak"}
+            def teacher_targets(self, batch, output): ...
 
     References:
         Tarvainen & Valpola, "Mean teachers are better role models", NeurIPS 2017;
@@ -101,6 +129,8 @@ class SSLAlgorithm(nn.Module):
     """
 
     Config: ClassVar[type[AlgorithmConfig]] = AlgorithmConfig
+    views: ClassVar[dict[str, str]] = {"student": "weak"}
+    student_view: ClassVar[str] = "student"
     name: ClassVar[str] = ""
 
     def __init__(self, student: nn.Module, config: AlgorithmConfig, context: DataContext) -> None:
@@ -109,29 +139,37 @@ class SSLAlgorithm(nn.Module):
         self.config = config
         self.context = context
 
-    def teacher_targets(self, batch: Batch, student_logits: Tensor) -> Tensor | None:
+    @classmethod
+    def check_declaration(cls) -> None:
+        """Raise UserInputError if the class's declarations do not fit together."""
+        if not (dataclasses.is_dataclass(cls.Config) and issubclass(cls.Config, AlgorithmConfig)):
+            raise UserInputError(f"{cls.__qualname__}.Config must be a dataclass subclassing AlgorithmConfig")
+        if cls.student_view not in cls.views:
+            raise UserInputError(f"{cls.__qualname__}.student_view {cls.student_view!r} is not one of its views "
+                                 f"({', '.join(cls.views)})")
+
+    def class_logits(self, output: Output) -> Tensor:
+        """The classification logits in the student's (or an evaluated model's) output."""
+        return output
+
+    def teacher_targets(self, batch: Batch, output: Output) -> Any:
         """The targets the student is pulled toward, or None for no consistency term."""
         return None
 
-    def consistency_loss(self, student_logits: Tensor, targets: Tensor, batch: Batch) -> Tensor:
-        """Distance between the student's outputs and the targets, before the ramped weight."""
+    def consistency_loss(self, output: Output, targets: Any, batch: Batch) -> Tensor:
+        """Distance between the student's output and the targets, before the ramped weight."""
         raise NotImplementedError(f"{type(self).__name__} returns targets but defines no consistency_loss")
 
-    def consistency_weight(self, step: int) -> float:
-        """The weight ``w(step)`` of the consistency term; 0 for algorithms without one."""
+    def consistency_weight(self, step_index: int) -> float:
+        """The weight ``w`` of the consistency term at this step; 0 for algorithms without one."""
         return 0.0
+
+    def auxiliary_loss(self, output: Output) -> Tensor | None:
+        """An extra loss term on the student's output (e.g. between two heads), or None."""
+        return None
 
     def post_step(self, info: StepInfo) -> None:
         """Update state after the optimizer step (EMA teacher, per-sample buffers)."""
-
-    def auxiliary_loss(self, student_output: Tensor | tuple[Tensor, ...]) -> Tensor | None:
-        """An extra loss term on the student's raw output (all heads), or None."""
-        return None
-
-    @classmethod
-    def backbone_options(cls, config: AlgorithmConfig) -> dict[str, Any]:
-        """Keyword arguments the backbone needs for this algorithm (e.g. ``num_heads=2``)."""
-        return {}
 
     def eval_models(self) -> dict[str, nn.Module]:
         """The models to evaluate, by name. The student is always one of them."""
@@ -140,10 +178,6 @@ class SSLAlgorithm(nn.Module):
     def trainable_parameters(self) -> list[nn.Parameter]:
         """The parameters the optimizer updates: the student's."""
         return list(self.student.parameters())
-
-
-# Paper ratio: the ConvNet runs ramp up over 40k of 150k steps (Laine & Aila: 80 of 300 epochs).
-DEFAULT_RAMPUP_FRACTION = 40_000 / 150_000
 
 
 @dataclass
@@ -157,19 +191,20 @@ class ConsistencyConfig(AlgorithmConfig):
     the papers' share of the run (40k of 150k steps).
     """
 
-    consistency_weight: float | None = None
-    label_fraction_scale: float = 100.0
-    consistency_rampup: int | None = None
-    consistency: str = "mse"
+    consistency_weight: float | None = setting(
+        None, "w_max of the consistency term; None applies label_fraction_scale x labeled share", low=0.0,
+        search="log:0.3:100",
+    )
+    label_fraction_scale: float = setting(100.0, "w_max = this x labeled share when consistency_weight is None",
+                                          low=0.0)
+    consistency_rampup: int | None = setting(None, "sigmoid ramp-up of the weight, in steps; None: 4/15 of the run",
+                                             low=0)
+    consistency: str = setting("mse", "distance: mse of softmaxes, or kl", choices=("mse", "kl"))
 
     def validate(self, context: DataContext) -> None:
-        if self.consistency_weight is not None:
-            check_range("consistency_weight", self.consistency_weight, 0.0, None)
-        check_range("label_fraction_scale", self.label_fraction_scale, 0.0, None)
-        if self.consistency_rampup is not None:
-            check_range("consistency_rampup", self.consistency_rampup, 0, context.total_steps)
-        if self.consistency not in ("mse", "kl"):
-            raise UserInputError(f"hyperparameter consistency={self.consistency!r} is not valid; valid: mse, kl")
+        if self.consistency_rampup is not None and self.consistency_rampup > context.total_steps:
+            raise UserInputError(f"hyperparameter consistency_rampup={self.consistency_rampup} is out of range; "
+                                 f"valid: [0, {context.total_steps}] (the run's --steps)")
 
     def max_weight(self, context: DataContext) -> float:
         if self.consistency_weight is not None:
@@ -179,4 +214,27 @@ class ConsistencyConfig(AlgorithmConfig):
     def rampup_steps(self, context: DataContext) -> int:
         if self.consistency_rampup is not None:
             return self.consistency_rampup
-        return round(DEFAULT_RAMPUP_FRACTION * context.total_steps)
+        return round(PAPER_RAMPUP_FRACTION * context.total_steps)
+
+
+class ConsistencyAlgorithm(SSLAlgorithm):
+    """An SSLAlgorithm with the papers' ramped consistency weight and softmax MSE (or KL) distance.
+
+    Subclass it (never mix it in): its Config must be a :class:`ConsistencyConfig`.
+    """
+
+    Config: ClassVar[type[AlgorithmConfig]] = ConsistencyConfig
+    config: ConsistencyConfig
+
+    @classmethod
+    def check_declaration(cls) -> None:
+        super().check_declaration()
+        if not issubclass(cls.Config, ConsistencyConfig):
+            raise UserInputError(f"{cls.__qualname__}.Config must subclass ConsistencyConfig")
+
+    def consistency_weight(self, step_index: int) -> float:
+        ramp = sigmoid_rampup(step_index, self.config.rampup_steps(self.context))
+        return self.config.max_weight(self.context) * ramp
+
+    def consistency_loss(self, output: Output, targets: Any, batch: Batch) -> Tensor:
+        return consistency_function(self.config.consistency)(output, targets)

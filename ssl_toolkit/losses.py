@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -34,7 +35,6 @@ def softmax_mse(student_logits: Tensor, target_logits: Tensor) -> Tensor:
     return diff.pow(2).sum() / classes / batch
 
 
-
 def softmax_kl(student_logits: Tensor, target_logits: Tensor) -> Tensor:
     """``KL(softmax(t) || softmax(s))`` summed over classes, averaged over the batch (paper Figure 4)."""
     target_log_probs = F.log_softmax(target_logits, dim=1)
@@ -46,6 +46,23 @@ def logit_distance(head1: Tensor, head2: Tensor) -> Tensor:
     """``sum((head1 - head2)^2) / num_classes / batch_size``: the Mean Teacher logit-distance cost."""
     batch, classes = head1.shape
     return (head1 - head2).pow(2).sum() / classes / batch
+
+
+def masked_consistency(name: str, student_logits: Tensor, target_probs: Tensor, mask: Tensor) -> Tensor:
+    """The ``mse`` or ``kl`` consistency against target *probabilities*, over the images where ``mask``.
+
+    Images outside the mask contribute nothing, but the sum is still divided by the whole batch
+    size, as for :func:`softmax_mse` (Temporal Ensembling's images without an ensemble target yet).
+    """
+    batch, classes = student_logits.shape
+    weight = mask.to(student_logits.dtype).unsqueeze(1)
+    if name == "kl":
+        terms = target_probs * (torch.log(target_probs.clamp(min=1e-12)) - F.log_softmax(student_logits, dim=1))
+        return (terms * weight).sum() / batch
+    if name != "mse":
+        raise ValueError(f"unknown consistency loss {name!r}; valid: mse, kl")
+    diff = F.softmax(student_logits, dim=1) - target_probs
+    return (diff.pow(2) * weight).sum() / classes / batch
 
 
 CONSISTENCY_LOSSES = {"mse": softmax_mse, "kl": softmax_kl}
@@ -65,5 +82,6 @@ __all__ = [
     "softmax_mse",
     "softmax_kl",
     "logit_distance",
+    "masked_consistency",
     "consistency_function",
 ]

@@ -43,16 +43,22 @@ def write_jsonl(path: str | Path, rows: list[dict]) -> None:
     atomic_write_bytes(path, "".join(json.dumps(row, sort_keys=True) + "\n" for row in rows).encode())
 
 
-def read_json(path: str | Path) -> Any:
-    with open(path) as handle:
-        return json.load(handle)
+def write_error(path: str | Path, fields: dict[str, Any], defaults: dict[str, Any] | None = None) -> None:
+    """Record why a run failed in its error.json, keeping what an earlier writer recorded there.
 
-
-def read_jsonl(path: str | Path) -> list[dict]:
+    The run itself writes the error it saw (a divergence); a comparison that launched it adds the
+    exit code, the command and the tail of stderr. ``fields`` win over what the file holds, which
+    wins over ``defaults``.
+    """
     path = Path(path)
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    record: dict[str, Any] = {}
+    if path.exists():
+        try:
+            old = json.loads(path.read_text())
+            record = old if isinstance(old, dict) else {}
+        except (OSError, ValueError):
+            record = {}
+    atomic_write_json(path, {**(defaults or {}), **record, **fields})
 
 
 class RunFolder:

@@ -9,6 +9,11 @@ from __future__ import annotations
 
 import math
 
+# The papers' ConvNet runs ramp the consistency weight and the lr up over 40k of 150k steps (Laine &
+# Aila: 80 of 300 epochs) and the lr down over the last 25k; CPU runs keep these shares of the run.
+PAPER_RAMPUP_FRACTION = 40_000 / 150_000
+PAPER_RAMPDOWN_FRACTION = 25_000 / 150_000
+
 
 def _check_position(current: float, length: float, name: str) -> None:
     if length < 0:

@@ -51,7 +51,7 @@ def check_algorithm(algo: str) -> None:
 
         clone = tiny_trainer(algo, Path(tmp) / "clone")
         clone.algorithm.load_state_dict(trainer.algorithm.state_dict())
-        x = trainer.data.normalizer(trainer.data.test_images[:16])
+        x = trainer.data.preprocess(trainer.data.test_images[:16])
         for name, model in trainer.algorithm.eval_models().items():
             model.eval()
             other = clone.algorithm.eval_models()[name].eval()

@@ -6,7 +6,6 @@ import os
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -15,14 +14,12 @@ import torch
 from ssl_toolkit.algorithm import Batch, DataContext, SSLAlgorithm, StepInfo
 from ssl_toolkit.backbones import create_backbone
 from ssl_toolkit.checkpoint import capture_rng_states, load_checkpoint, restore_rng_states, save_checkpoint
-from ssl_toolkit.config import RunConfig, config_differences
-from ssl_toolkit.data.augment import AugmentConfig, BatchAugmenter, Normalizer
+from ssl_toolkit.config import RESUMABLE_KEYS, RunConfig, differences
+from ssl_toolkit.data.augment import AugmentConfig, ViewBuilder
+from ssl_toolkit.data.prepare import prepare_data
 from ssl_toolkit.data.sampling import TwoStreamSampler
-from ssl_toolkit.data.sources import load_dataset
-from ssl_toolkit.data.splits import Split, make_split
-from ssl_toolkit.data.zca import ZCAWhitener
 from ssl_toolkit.errors import UserInputError
-from ssl_toolkit.evaluation import best_by_validation, class_logits, consistency_logits, error_rate
+from ssl_toolkit.evaluation import best_by_validation, error_rate
 from ssl_toolkit.losses import NO_LABEL, masked_cross_entropy
 from ssl_toolkit.optim import apply_schedule, build_optimizer
 from ssl_toolkit.registry import get_algorithm
@@ -33,7 +30,7 @@ class DivergenceError(RuntimeError):
     """A loss became NaN or infinite; the message names the step and the loss terms.
 
     Raised before the optimizer step, so the parameters, the last checkpoint and metrics.jsonl
-    all still hold finite values; ``step`` is the 1-based step whose loss was not finite.
+    all still hold finite values; ``step`` is the 1-based number of the step whose loss was not finite.
     """
 
     def __init__(self, step: int, terms: dict[str, float]) -> None:
@@ -69,52 +66,9 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-@dataclass
-class PreparedData:
-    """Training pool, evaluation sets and split, as tensors on the training device."""
-
-    pool: torch.Tensor
-    pool_labels: torch.Tensor
-    val_images: torch.Tensor
-    val_labels: torch.Tensor
-    test_images: torch.Tensor
-    test_labels: torch.Tensor
-    split: Split
-    num_classes: int
-    normalizer: Normalizer | ZCAWhitener
-
-
-def prepare_data(config: RunConfig, device: torch.device) -> PreparedData:
-    arrays = load_dataset(config.dataset, config.data_dir, config.dataset_options())
-    extra = arrays.x_extra_unlabeled
-    split = make_split(
-        config.dataset, arrays.y_train, arrays.num_classes, config.labels, config.val_size, config.seed,
-        num_extra_unlabeled=0 if extra is None else len(extra), unlabeled_pool=config.unlabeled_pool,
-    )
-    pool_np = arrays.x_train if extra is None else np.concatenate([arrays.x_train, extra])
-    labels_np = np.concatenate([arrays.y_train, np.full(len(pool_np) - len(arrays.y_train), NO_LABEL)])
-    pool = torch.from_numpy(pool_np).to(device)
-    pool_labels = torch.from_numpy(labels_np).to(device)
-    # Statistics from the training pool only (never validation or test images).
-    sample = split.unlabeled[np.random.default_rng(0).permutation(len(split.unlabeled))[:50_000]]
-    fit_images = pool[torch.from_numpy(np.sort(sample)).to(device)]
-    normalizer = ZCAWhitener.fit(fit_images) if config.zca else Normalizer.fit(fit_images)
-    val = torch.from_numpy(split.val).to(device)
-    return PreparedData(
-        pool=pool,
-        pool_labels=pool_labels,
-        val_images=pool[val],
-        val_labels=pool_labels[val],
-        test_images=torch.from_numpy(arrays.x_test).to(device),
-        test_labels=torch.from_numpy(arrays.y_test).to(device),
-        split=split,
-        num_classes=arrays.num_classes,
-        normalizer=normalizer,
-    )
-
-
 ProgressCallback = Callable[[int, dict[str, float]], None]
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2
+READABLE_FORMATS = (1, 2)  # format 1 has no "preprocess": its statistics are refit on resume
 CHECKPOINT_KEYS = frozenset(
     {"format", "algo", "config", "step", "algorithm", "optimizer", "metrics", "sums", "wall_time_s", "rng"}
 )
@@ -124,6 +78,7 @@ class Trainer:
     """Runs one configured training: data, split, model, loop, evaluation, checkpoints, results.
 
     Everything is prepared and checked in the constructor, so bad input fails before any step.
+    ``step`` is the number of optimizer steps done (the next step's 0-based index).
 
     Example:
         >>> trainer = Trainer(resolve_run_config({"dataset": "digits", "steps": 100}))
@@ -139,67 +94,68 @@ class Trainer:
         if config.deterministic:
             use_deterministic_algorithms()
         self.device = pick_device(config.device)
-        self.data = prepare_data(config, self.device)
+        state = self._read_checkpoint() if resume else None
+        self.data = prepare_data(config, self.device, state.get("preprocess") if state else None)
         split = self.data.split
         self.sampler = TwoStreamSampler(
             split.labeled, split.unlabeled, config.batch_size, config.labeled_batch_size, config.seed
         )
         self.context = DataContext(
             num_classes=self.data.num_classes,
-            num_labeled=len(split.labeled),
-            num_unlabeled=len(split.unlabeled),
             pool_size=len(self.data.pool),
             total_steps=config.steps,
-            steps_per_epoch=self.sampler.steps_per_epoch,
             labeled_share=config.labeled_batch_size / config.batch_size,
         )
         algorithm_cls = get_algorithm(config.algo)
         hparams = algorithm_cls.Config(**config.hparams)
         hparams.validate(self.context)
-        in_chans = self.data.pool.shape[1]
-        student = create_backbone(
-            config.backbone, in_chans=in_chans, num_classes=self.data.num_classes,
-            **algorithm_cls.backbone_options(hparams),
-        )
+        student = create_backbone(config.backbone, in_chans=self.data.pool.shape[1], num_classes=self.data.num_classes)
         self.algorithm: SSLAlgorithm = algorithm_cls(student, hparams, self.context).to(self.device)
         self.optimizer = build_optimizer(config, self.algorithm.trainable_parameters())
         self.augment_generator = torch.Generator(device=self.device)
         self.augment_generator.manual_seed(config.seed)
-        self.augmenter = BatchAugmenter(
-            self.data.normalizer.to(self.device),
-            AugmentConfig(translate=config.translate, flip=config.flip, noise=config.noise),
-            self.augment_generator,
-        )
+        augment = AugmentConfig(translate=config.translate, flip=config.flip, noise=config.noise)
+        self.views = ViewBuilder(algorithm_cls.views, self.data.preprocess, augment, self.augment_generator)
         self.step = 0
         self.metrics: list[dict[str, Any]] = []
         self.sums = {"class_loss": 0.0, "consistency_loss": 0.0, "count": 0}
         self.wall_time_before = 0.0
         self.checkpoint_step = 0  # the step of the newest checkpoint on disk (0: none yet)
-        if resume:
-            self._restore(load_checkpoint(self.folder.checkpoint))
+        if state is not None:
+            self._restore(state)
 
     # -- one step -------------------------------------------------------------------------------
-    def make_batch(self, step: int) -> Batch:
-        labeled, unlabeled = self.sampler.batch(step)
+    def make_batch(self, step_index: int) -> Batch:
+        """The batch of step ``step_index`` (0-based): its rows, labels (-1 unlabeled) and declared views.
+
+        The rows are a pure function of (seed, step_index); the views draw from the augmentation
+        generator, so a resumed run rebuilds exactly the views an uninterrupted one would.
+        """
+        labeled, unlabeled = self.sampler.batch(step_index)
         index = torch.from_numpy(np.concatenate([labeled, unlabeled])).to(self.device)
         y = self.data.pool_labels[index].clone()
         y[len(labeled) :] = NO_LABEL
-        images = self.data.pool[index]
-        return Batch(x_student=self.augmenter(images), x_teacher=self.augmenter(images), y=y, index=index)
+        return Batch(self.views(self.data.pool[index]), y, index)
 
-    def train_step(self, step: int) -> dict[str, float]:
+    def train_step(self, step_index: int) -> dict[str, float]:
+        """Take optimizer step ``step_index`` (0-based) and return its losses, weight and lr.
+
+        The algorithm's hooks see the student's raw output; only :meth:`SSLAlgorithm.class_logits`
+        tells the trainer which part of it is classification logits. A non-finite loss raises
+        :class:`DivergenceError` before the optimizer step.
+        """
         algorithm = self.algorithm
-        lr = apply_schedule(self.optimizer, self.config, step)
-        batch = self.make_batch(step)
-        output = algorithm.student(batch.x_student)
-        logits = class_logits(output)
+        lr = apply_schedule(self.optimizer, self.config, step_index)
+        batch = self.make_batch(step_index)
+        output = algorithm.student(batch.view(algorithm.student_view))
+        logits = algorithm.class_logits(output)
         class_loss = masked_cross_entropy(logits, batch.y)
-        weight = algorithm.consistency_weight(step)
-        targets = algorithm.teacher_targets(batch, logits)
+        weight = algorithm.consistency_weight(step_index)
+        targets = algorithm.teacher_targets(batch, output)
         if targets is None:
             consistency = torch.zeros((), device=self.device)
         else:
-            consistency = algorithm.consistency_loss(consistency_logits(output), class_logits(targets), batch)
+            consistency = algorithm.consistency_loss(output, targets, batch)
         loss = class_loss + weight * consistency
         auxiliary = algorithm.auxiliary_loss(output)
         if auxiliary is not None:
@@ -208,16 +164,14 @@ class Trainer:
             terms = {"class_loss": class_loss.item(), "consistency_loss": consistency.item()}
             if auxiliary is not None:
                 terms["auxiliary_loss"] = auxiliary.item()
-            raise DivergenceError(step + 1, {**terms, "consistency_weight": weight})
+            raise DivergenceError(step_index + 1, {**terms, "consistency_weight": weight})
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         algorithm.post_step(
             StepInfo(
-                step=step + 1,
-                total_steps=self.config.steps,
-                epoch=self.sampler.epochs_done(step + 1),
-                epoch_ended=self.sampler.epoch_ends_after(step),
+                steps_done=step_index + 1,
+                epoch_ended=self.sampler.epoch_ends_after(step_index),
                 batch=batch,
                 student_logits=logits.detach(),
             )
@@ -225,14 +179,16 @@ class Trainer:
         return {"class_loss": class_loss.item(), "consistency_loss": consistency.item(), "weight": weight, "lr": lr}
 
     # -- evaluation and state -------------------------------------------------------------------
-    def evaluate(self) -> tuple[dict[str, float], dict[str, float]]:
-        data = self.data
-        val, test = {}, {}
+    def evaluate(self) -> tuple[dict[str, float | None], dict[str, float]]:
+        """Validation (None without a validation set) and test error in percent of each evaluated model."""
+        data, logits_of = self.data, self.algorithm.class_logits
+        val: dict[str, float | None] = {}
+        test: dict[str, float] = {}
         for name, model in self.algorithm.eval_models().items():
-            val[name] = error_rate(model, data.val_images, data.val_labels, data.normalizer) if len(
-                data.val_images
-            ) else None
-            test[name] = error_rate(model, data.test_images, data.test_labels, data.normalizer)
+            has_val = len(data.val_images) > 0
+            val[name] = error_rate(model, data.val_images, data.val_labels, data.preprocess, logits_of) if has_val \
+                else None
+            test[name] = error_rate(model, data.test_images, data.test_labels, data.preprocess, logits_of)
         return val, test
 
     def _state(self, wall_time: float) -> dict[str, Any]:
@@ -247,34 +203,41 @@ class Trainer:
             "sums": self.sums,
             "wall_time_s": wall_time,
             "rng": capture_rng_states(self.augment_generator),
+            "preprocess": self.data.preprocess.state_dict(),
         }
 
-    def _restore(self, state: Any) -> None:
+    def _read_checkpoint(self) -> dict[str, Any]:
+        """Load the checkpoint and check that it belongs to this run, before any data is read."""
         path = self.folder.checkpoint
+        state = load_checkpoint(path)
         missing = sorted(CHECKPOINT_KEYS - set(state)) if isinstance(state, dict) else sorted(CHECKPOINT_KEYS)
         if missing:
             raise UserInputError(
                 f"checkpoint {path} is not an ssl-bench checkpoint (missing {', '.join(missing)}); "
                 f"valid: a checkpoint.pt written by ssl-bench run"
             )
-        if state["format"] != CHECKPOINT_FORMAT:
+        if state["format"] not in READABLE_FORMATS:
             raise UserInputError(
-                f"checkpoint {path} has format {state['format']!r}; this version reads format {CHECKPOINT_FORMAT}"
+                f"checkpoint {path} has format {state['format']!r}; this version reads format "
+                f"{' or '.join(map(str, READABLE_FORMATS))}"
             )
         if state["algo"] != self.config.algo:
             raise UserInputError(f"checkpoint {path} is from algorithm {state['algo']!r}, not {self.config.algo!r}")
         saved = state["config"] if isinstance(state["config"], dict) else {}
-        differing = config_differences(saved, self.config.to_json())
-        if differing:
+        found = differences(saved, self.config, ignore=RESUMABLE_KEYS)
+        if found:
             raise UserInputError(
-                f"checkpoint {path} was written by a run whose config differs in {', '.join(differing)}; "
-                f"valid: the config it was written with"
+                f"checkpoint {path} was written by a run whose config differs in "
+                f"{', '.join(d.key for d in found)}; valid: the config it was written with"
             )
         if not isinstance(state["step"], int) or not 0 <= state["step"] <= self.config.steps:
             raise UserInputError(
                 f"checkpoint {path} is at step {state['step']}, beyond --steps {self.config.steps}; "
                 f"valid: --steps {state['step']} or more"
             )
+        return state
+
+    def _restore(self, state: dict[str, Any]) -> None:
         try:
             self.algorithm.load_state_dict(state["algorithm"])
             self.optimizer.load_state_dict(state["optimizer"])
@@ -287,7 +250,7 @@ class Trainer:
             lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [type(error).__name__]
             # load_state_dict puts a header line first and the actual mismatch on the next one.
             detail = lines[1] if len(lines) > 1 and lines[0].startswith("Error(s) in loading") else lines[0]
-            raise UserInputError(f"checkpoint {path} does not fit this run: {detail[:200]}") from None
+            raise UserInputError(f"checkpoint {self.folder.checkpoint} does not fit this run: {detail[:200]}") from None
 
     def save_checkpoint(self, wall_time: float) -> None:
         save_checkpoint(self.folder.checkpoint, self._state(wall_time))
@@ -361,5 +324,3 @@ class Trainer:
             "val_error": last["val_error"],
             "best_val": best_by_validation(self.metrics),
         }
-
-

@@ -51,15 +51,15 @@ def test_supervised_run_reports_only_the_student(tmp_path):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--algo", "mean_teachr"], "unknown algorithm 'mean_teachr'; valid: mean_teacher, pi_model"),
-        (["--dataset", "cifar11"], "unknown data set 'cifar11'; valid: cifar10"),
+        (["--algo", "mean_teachr"], "unknown algorithm 'mean_teachr' (did you mean 'mean_teacher'?); valid: "),
+        (["--dataset", "cifar11"], "unknown data set 'cifar11' (did you mean 'cifar10' or 'cifar100'?); valid: "),
         (["--backbone", "no_such_net"], "unknown backbone 'no_such_net'"),
         (["--set", "ema_dacay=0.9"], "unknown key 'ema_dacay'"),
         (["--set", "ema_decay=fast"], "ema_decay='fast' has the wrong type; expected float"),
         (["--set", "ema_decay=1.5"], "ema_decay=1.5 is out of range"),
         (["--labels", "5"], "--labels 5 is fewer than the 10 classes"),
         (["--labels", "5000"], "--labels 5000 is more than"),
-        (["--steps", "0"], "--steps 0 must be a positive integer"),
+        (["--steps", "0"], "--steps 0 is out of range; valid: a positive integer"),
         (["--labeled-batch-size", "32"], "--labeled-batch-size 32 must be smaller than --batch-size 32"),
         (["--dataset", "mnist", "--data-dir", "/nonexistent"], "/nonexistent"),
     ],

@@ -8,8 +8,9 @@ import json
 
 import pytest
 
-from ssl_toolkit import config as config_module
-from ssl_toolkit.cli import build_parser, cli_values, main
+import ssl_toolkit.config.presets as presets_module
+from ssl_toolkit.cli import build_parser, main
+from ssl_toolkit.cli.parsing import config_values
 from ssl_toolkit.config import RunConfig, resolve_run_config
 
 # One value per layer for each checked key; "default" is what no layer sets.
@@ -27,12 +28,12 @@ def presets(tmp_path, monkeypatch):
     folder = tmp_path / "presets"
     folder.mkdir()
     (folder / "mine.yaml").write_text(
-        "description: test preset\nlr: 0.001\neval_every: 5\nsteps: 11\n"
-        "hparams:\n  ema_decay: 0.9\n  consistency: kl\n"
+        "description: test preset\nconfig:\n  lr: 0.001\n  eval_every: 5\n  steps: 11\n"
+        "  hparams:\n    ema_decay: 0.9\n    consistency: kl\n"
     )
-    (folder / "other.yaml").write_text("description: another\nsteps: 13\n")
-    (folder / "digits-cpu.yaml").write_text("description: digits defaults\nlabels: 30\n")
-    monkeypatch.setattr(config_module, "PRESET_DIR", folder)
+    (folder / "other.yaml").write_text("description: another\nconfig:\n  steps: 13\n")
+    (folder / "digits-cpu.yaml").write_text("description: digits defaults\nconfig:\n  labels: 30\n")
+    monkeypatch.setattr(presets_module, "PRESET_DIR", folder)  # the loader reads it at call time
     return folder
 
 
@@ -49,7 +50,7 @@ def resolve(tmp_path, layers: set[str], extra_cli: list[str] = ()) -> RunConfig:
     if "cli" in layers:
         argv += CLI_FLAGS
     args = build_parser().parse_args(argv)
-    return resolve_run_config(cli_values(args), args.config)
+    return resolve_run_config(config_values(args), args.config)
 
 
 LAYER_SETS = [set(c) for n in range(4) for c in itertools.combinations(("preset", "file", "cli"), n)]
@@ -98,10 +99,10 @@ def test_a_flag_left_out_does_not_override_the_config_file(tmp_path, presets):
     config_file = tmp_path / "run.yaml"
     config_file.write_text("flip: true\nnoise: 0.0\n")
     args = build_parser().parse_args(["run", "--config", str(config_file)])
-    config = resolve_run_config(cli_values(args), args.config)
+    config = resolve_run_config(config_values(args), args.config)
     assert config.flip is True and config.noise == 0.0
     args = build_parser().parse_args(["run", "--config", str(config_file), "--no-flip"])
-    assert resolve_run_config(cli_values(args), args.config).flip is False
+    assert resolve_run_config(config_values(args), args.config).flip is False
 
 
 def test_a_saved_config_json_reproduces_its_run(tmp_path, capsys):

@@ -29,7 +29,6 @@ from official_format_files import (
 )
 
 from ssl_toolkit.data.formats import (
-    default_data_dir,
     read_cifar10,
     read_cifar100,
     read_idx,
@@ -40,6 +39,7 @@ from ssl_toolkit.data.formats import (
     read_svhn,
 )
 from ssl_toolkit.data.safe_pickle import safe_load_pickle
+from ssl_toolkit.data.sources import get_dataset_spec
 from ssl_toolkit.errors import UserInputError
 
 
@@ -327,7 +327,7 @@ def test_unknown_mnist_name_is_refused(tmp_path):
 
 
 def test_system_fashion_mnist_reads_when_installed():
-    folder = default_data_dir("fashion_mnist")
+    folder = Path(get_dataset_spec("fashion_mnist").default_data_dir)
     if not (folder / "train-images-idx3-ubyte.gz").is_file():
         pytest.skip(f"Fashion-MNIST is not installed at {folder}")
     arrays = read_mnist_idx(folder, "fashion_mnist")
@@ -336,10 +336,10 @@ def test_system_fashion_mnist_reads_when_installed():
 
 
 def test_default_data_dir():
-    assert default_data_dir("fashion-mnist") == Path("/usr/share/datasets/fashion-mnist")
-    assert default_data_dir("cifar10") == Path.home() / "data"
+    assert get_dataset_spec("fashion_mnist").default_data_dir == "/usr/share/datasets/fashion-mnist"
+    assert Path(get_dataset_spec("cifar10").default_data_dir).expanduser() == Path.home() / "data"
     with pytest.raises(UserInputError, match="unknown data set 'imagenet'"):
-        default_data_dir("imagenet")
+        get_dataset_spec("imagenet")
 
 
 # ---------------------------------------------------------------------------------------- image folder

@@ -12,6 +12,7 @@ from torch import nn
 import ssl_toolkit.backbones.convnet13 as convnet13_module
 import ssl_toolkit.backbones.shakeshake  # noqa: F401  (registers shakeshake26_2x96d)
 import ssl_toolkit.backbones.wrn  # noqa: F401  (registers wrn28_2)
+from ssl_toolkit.algorithms.mean_teacher import TwoHeads
 from ssl_toolkit.backbones.convnet13 import MeanOnlyBatchNorm
 from ssl_toolkit.backbones.shakeshake import ShakeShakeResNet, shake
 from ssl_toolkit.errors import UserInputError
@@ -160,22 +161,25 @@ def test_single_channel_input_works_with_in_chans_1(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", PAPER_MODELS)
-def test_two_heads_return_two_distinct_logit_tensors(name: str) -> None:
-    model = timm.create_model(name, num_classes=10, num_heads=2).eval()
+def test_mean_teachers_two_heads_wrap_the_backbone_with_distinct_logit_tensors(name: str) -> None:
+    model = TwoHeads(timm.create_model(name, num_classes=10)).eval()
+    x = two_images(size=16)
     with torch.no_grad():
-        out = model(two_images(size=16))
+        out = model(x)
+        alone = model.backbone(x)
     assert isinstance(out, tuple) and len(out) == 2
     assert out[0].shape == (2, 10) and out[1].shape == (2, 10)
+    assert torch.allclose(out[0], alone, atol=1e-6), "head 1 is the backbone's own classifier"
     # Independently initialized heads on the same features.
     assert not torch.allclose(out[0], out[1])
 
 
-def test_reset_classifier_changes_the_class_count_and_keeps_both_heads() -> None:
-    model = timm.create_model("wrn28_2", num_classes=10, num_heads=2).eval()
+def test_reset_classifier_changes_the_class_count() -> None:
+    model = timm.create_model("wrn28_2", num_classes=10).eval()
     model.reset_classifier(4)
     with torch.no_grad():
         out = model(two_images())
-    assert model.num_classes == 4 and [t.shape for t in out] == [(2, 4), (2, 4)]
+    assert model.num_classes == 4 and out.shape == (2, 4)
 
 
 def test_zero_classes_returns_pooled_features() -> None:
@@ -251,7 +255,7 @@ def test_convnet13_has_the_papers_two_dropout_layers_at_half_rate_by_default() -
     ],
 )
 def test_one_backward_pass_reaches_every_parameter(name: str, options: dict) -> None:
-    model = timm.create_model(name, num_classes=10, num_heads=2, **options).train()
+    model = TwoHeads(timm.create_model(name, num_classes=10, **options)).train()
     # 16x16 rather than 32x32 keeps shake-shake's backward short; every layer still sees >= 2x2 maps.
     head1, head2 = model(two_images(size=16))
     # Random weights per logit: a plain sum would be flat under (mean-only) batch norm of the logits.
@@ -317,8 +321,8 @@ def test_pretrained_true_raises_because_no_weights_exist(name: str) -> None:
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"num_heads": 3}, "num_heads=3"),
-        ({"num_classes": 0, "num_heads": 2}, "num_classes=0"),
+        ({"num_heads": 2}, "num_heads"),
+        ({"num_classes": -1}, "num_classes=-1"),
         ({"drop_rate": 1.0}, "drop_rate=1.0"),
         ({"bn_momentum": 0.0}, "bn_momentum=0.0"),
         ({"drop_path_rate": 0.1}, "drop_path_rate=0.1"),
@@ -336,8 +340,8 @@ def test_registering_a_name_owned_by_another_module_raises() -> None:
     def wrn28_2() -> nn.Module:  # same name as the registered backbone, defined in this test module
         raise AssertionError("never called")
 
-    with pytest.raises(RuntimeError, match="already registered"):
-        convnet13_module.register_paper_model(wrn28_2)
+    with pytest.raises(UserInputError, match="already registered"):
+        convnet13_module.register_backbone(wrn28_2)
     assert timm.models.model_entrypoint("wrn28_2").__module__ == "ssl_toolkit.backbones.wrn"
 
 

@@ -14,8 +14,7 @@ PLUGIN = textwrap.dedent(
 
     import torch
 
-    from ssl_toolkit import ConsistencyConfig, SSLAlgorithm, register_algorithm
-    from ssl_toolkit.consistency import ConsistencyMixin
+    from ssl_toolkit import ConsistencyAlgorithm, ConsistencyConfig, register_algorithm
 
 
     @dataclass
@@ -24,14 +23,15 @@ PLUGIN = textwrap.dedent(
 
 
     @register_algorithm("sharp_pi_test_plugin")
-    class SharpPi(ConsistencyMixin, SSLAlgorithm):
+    class SharpPi(ConsistencyAlgorithm):
         """Pi-model against a sharpened, detached second pass."""
 
         Config = SharpPiConfig
+        views = {"student": "weak", "teacher": "weak"}
 
-        def teacher_targets(self, batch, student_logits):
+        def teacher_targets(self, batch, output):
             with torch.no_grad():
-                return self.student(batch.x_teacher) / self.config.temperature
+                return self.student(batch.view("teacher")) / self.config.temperature
     '''
 )
 

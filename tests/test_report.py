@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from ssl_toolkit.cli import main
 from ssl_toolkit.errors import UserInputError
-from ssl_toolkit.report import baseline_means, build_report, main
+from ssl_toolkit.report import build_report
+from ssl_toolkit.report.aggregate import baseline_means
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SEEDS = (0, 1, 2)
@@ -31,8 +33,12 @@ def write_run(
     labeled: list[int] | None = None,
     setting_dir: str = "",
     steps: int = 30,
+    execution: dict | None = None,
 ) -> Path:
-    """A run folder as `ssl-bench run` writes it; `curve` is [(step, val_error, test_error)]."""
+    """A run folder as `ssl-bench run` writes it; `curve` is [(step, val_error, test_error)].
+
+    `execution` sets execution settings in config.json (threads, device, ...).
+    """
     folder = root / f"{dataset}-{labels}" / algo / setting_dir / f"seed{seed}"
     folder.mkdir(parents=True)
     config = {
@@ -48,6 +54,7 @@ def write_run(
         "val_size": 100,
         "eval_every": 10,
         "hparams": hparams or {},
+        **(execution or {}),
     }
     (folder / "config.json").write_text(json.dumps(config))
     split = {"name": f"{dataset}.{seed}@{labels}-100", "labeled": labeled or [seed, seed + 7], "val": [1, 2]}
@@ -205,25 +212,33 @@ def test_report_md_is_byte_identical_across_builds_and_locations(comparison: Pat
 def test_failed_and_incomplete_runs_appear_as_failed_with_their_error(comparison: Path) -> None:
     broken = comparison / "digits-50" / "pi_model" / "seed0"
     broken.mkdir(parents=True)
+    # As compare writes it for a run that stopped before config.json: with the config it asked for.
     (broken / "error.json").write_text(
         json.dumps(
             {
                 "error": "error: hyperparameter ema_decay=1.5 is out of range",
                 "exit_code": 2,
-                "algo": "pi_model",
-                "dataset": "digits",
-                "labels": 50,
-                "seed": 0,
+                "stderr_tail": "error: hyperparameter ema_decay=1.5 is out of range\n",
+                "command": ["ssl-bench", "run", "--algo", "pi_model"],
                 "setting": {},
+                "config": {"algo": "pi_model", "dataset": "digits", "labels": 50, "seed": 0, "backbone": "tiny_cnn"},
             }
         )
     )
-    # As compare writes it for a run that stopped before config.json: with the config it asked for.
     never_started = comparison / "digits-50" / "mean_teacher" / "seed4"
     never_started.mkdir(parents=True)
     requested = {"algo": "mean_teacher", "dataset": "digits", "labels": 50, "seed": 4, "backbone": "tiny_cnn"}
     (never_started / "error.json").write_text(
-        json.dumps({"error": "RuntimeError: out of memory", "exit_code": 1, **requested, "config": requested})
+        json.dumps(
+            {
+                "error": "RuntimeError: out of memory",
+                "exit_code": 1,
+                "stderr_tail": "Traceback ...\nRuntimeError: out of memory\n",
+                "command": ["ssl-bench", "run", "--algo", "mean_teacher"],
+                "setting": {},
+                "config": requested,
+            }
+        )
     )
     interrupted = write_run(
         comparison,
@@ -358,16 +373,30 @@ def test_algorithms_with_different_budgets_are_flagged(tmp_path: Path) -> None:
     ]
 
 
+def test_runs_with_different_thread_counts_are_flagged_and_not_a_swept_setting(tmp_path: Path) -> None:
+    curve = synthetic_curve("supervised", 50, 0)
+    write_run(tmp_path, "supervised", 50, 0, curve, execution={"threads": 1, "device": "cpu", "eval_every": 10})
+    write_run(tmp_path, "supervised", 50, 1, curve, execution={"threads": 2, "device": "auto", "eval_every": 5})
+    write_run(tmp_path, "pi_model", 50, 0, curve, execution={"threads": 2, "out": "elsewhere", "preset": "digits-cpu"})
+    report = build_report(tmp_path)
+    assert report.warnings == [
+        "digits (tiny_cnn), 50 labels: threads differs between runs (1/2); results on a CPU depend on the thread count"
+    ]
+    # Execution settings never split runs into swept settings.
+    assert all(row.setting == () for row in report.rows)
+    assert row_for(report, "final", "supervised", 50).errors["student"].n == 2
+
+
 def test_report_of_a_folder_without_runs_is_a_user_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(UserInputError, match="no run folders"):
         build_report(tmp_path)
-    assert main([str(tmp_path / "missing")]) == 2
+    assert main(["report", str(tmp_path / "missing")]) == 2
     assert "does not exist" in capsys.readouterr().err
 
 
 def test_report_command_prints_both_selections(comparison: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "out"
-    assert main([str(comparison), "--out", str(out)]) == 0
+    assert main(["report", str(comparison), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "Final model" in printed and "Best validation" in printed and "mean_teacher" in printed
     assert (out / "report.md").exists() and (out / "results.csv").exists()

@@ -128,10 +128,10 @@ def test_bad_batch_composition_is_a_user_error():
 def test_temporal_ensembling_folds_once_per_pass_over_a_capped_unlabeled_pool(tmp_path):
     trainer = tiny_trainer("temporal_ensembling", tmp_path / "run", steps=20, unlabeled_pool=200)
     pool = set(trainer.data.split.unlabeled.tolist())
-    assert trainer.context.num_unlabeled == 200 and trainer.context.steps_per_epoch == 200 // 24
+    assert len(pool) == 200 and trainer.sampler.steps_per_epoch == 200 // 24
     trainer.algorithm.train()
     drawn = set()
-    for step in range(trainer.context.steps_per_epoch):
+    for step in range(trainer.sampler.steps_per_epoch):
         batch = trainer.make_batch(step)
         drawn |= set(batch.index[8:].tolist())
         assert int(trainer.algorithm.fold_count.sum()) == 0  # no targets before the first pass ends

@@ -1,8 +1,8 @@
 """Pieces shared by the backbones: classifier heads, option checks and the timm entry-point plumbing.
 
-The classifier heads carry the optional second head of Mean Teacher's logit-distance variant. The paper
+The paper
 backbones (``convnet13``, ``wrn28_2``, ``shakeshake26_2x96d``) are registered through
-:func:`register_paper_model` and built through :func:`build_paper_backbone`: no pretrained weights exist
+:func:`register_backbone` and built through :func:`build_paper_backbone`: no pretrained weights exist
 for any of them, and timm options they do not support raise.
 """
 
@@ -26,17 +26,18 @@ __all__ = [
     "LEAKY_RELU_SLOPE",
     "PAPER_MODEL_ARGS",
     "TF_BN_MOMENTUM",
-    "ClassifierHeads",
+    "ClassifierHead",
     "TimmClassifierMixin",
     "build_paper_backbone",
     "check_momentum",
     "check_network_options",
-    "check_num_heads",
+    "check_num_classes",
     "check_rate",
     "fan_out_conv",
     "paper_default_cfg",
     "paper_default_cfgs",
-    "register_paper_model",
+    "backbone_modules",
+    "register_backbone",
     "residual_units",
 ]
 
@@ -59,7 +60,7 @@ _TIMM_ENTRY_KWARGS = frozenset(
 )
 
 # Constructor arguments that every paper backbone accepts (each may add its own).
-PAPER_MODEL_ARGS = ("num_classes", "in_chans", "drop_rate", "bn_momentum", "num_heads")
+PAPER_MODEL_ARGS = ("num_classes", "in_chans", "drop_rate", "bn_momentum")
 
 
 def paper_default_cfg(paper: str, first_conv: str, **overrides: Any) -> dict[str, Any]:
@@ -89,21 +90,32 @@ def paper_default_cfgs(name: str, paper: str, first_conv: str) -> dict[str, Any]
     return generate_default_cfgs({name: paper_default_cfg(paper, first_conv)})
 
 
-def register_paper_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-    """``timm.models.register_model`` that refuses to shadow a model another module already registered.
+_BACKBONE_MODULES: set[str] = set()
+
+
+def register_backbone(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    """Register a backbone in timm's registry, refusing to shadow a model another module registered.
 
     timm only warns and overwrites on a duplicate name; silently replacing someone's backbone is worse
-    than failing at import. Re-registering from the same module (a reload) stays allowed.
+    than failing at import. Re-registering from the same module (a reload) stays allowed. The
+    module is remembered, so :func:`ssl_toolkit.backbones.list_backbones` lists its models.
     """
     name = fn.__name__
     if is_model(name):
         existing = model_entrypoint(name)
         if existing.__module__ != fn.__module__:
-            raise RuntimeError(
-                f"timm model name {name!r} is already registered by {existing.__module__}; "
+            raise UserInputError(
+                f"backbone name {name!r} is already registered by {existing.__module__}; "
                 f"{fn.__module__} cannot register it again"
             )
-    return register_model(fn)
+    registered = register_model(fn)
+    _BACKBONE_MODULES.add(fn.__module__.split(".")[-1])
+    return registered
+
+
+def backbone_modules() -> list[str]:
+    """The timm registry's module names under which :func:`register_backbone` put models."""
+    return sorted(_BACKBONE_MODULES)
 
 
 def build_paper_backbone(
@@ -146,17 +158,8 @@ def build_paper_backbone(
     return model
 
 
-def check_num_heads(num_heads: int, num_classes: int) -> None:
-    """Raise unless ``num_heads`` is 1, or 2 (logit-distance variant) with a classifier to duplicate."""
-    if num_heads not in (1, 2):
-        raise UserInputError(
-            f"num_heads={num_heads!r} is not valid; use 1 (one logit tensor) or 2 (the logit-distance "
-            "variant: a tuple of two logit tensors)"
-        )
-    if num_heads == 2 and num_classes <= 0:
-        raise UserInputError(
-            f"num_heads=2 needs a classifier, but num_classes={num_classes!r}; use num_classes > 0"
-        )
+def check_num_classes(num_classes: int) -> None:
+    """Raise unless ``num_classes`` is a positive count, or 0 for no classifier."""
     if num_classes < 0:
         raise UserInputError(
             f"num_classes={num_classes!r} is not valid; use a positive count, or 0 for no head"
@@ -209,96 +212,77 @@ def fan_out_conv(
     return conv
 
 
-class ClassifierHeads(nn.Module):
-    """One or two linear classifiers over the same pooled features.
+class ClassifierHead(nn.Module):
+    """A linear classifier over pooled features, after optional dropout.
 
-    With ``num_heads=2`` (Mean Teacher's logit-distance variant) ``forward`` returns ``(head1, head2)``,
-    each ``(B, num_classes)``: head 1 takes the classification loss, head 2 the consistency loss. With
-    one head it returns a single tensor, as any timm classifier does; with ``num_classes=0`` the
-    (dropped-out) features themselves.
+    With ``num_classes=0`` it returns the (dropped-out) features themselves, as timm classifiers do.
 
     Args:
         in_features: width of the pooled features.
-        num_classes: classes per head; 0 for no classifier.
-        num_heads: 1 or 2.
+        num_classes: classes; 0 for no classifier.
         drop_rate: dropout on the features before the classifier (timm's ``drop_rate``).
-        make_head: builds one head from ``(in_features, num_classes)``; ``nn.Linear`` by default.
+        make_head: builds the classifier from ``(in_features, num_classes)``; ``nn.Linear`` by default.
 
     Example:
         >>> import torch
-        >>> heads = ClassifierHeads(128, 10, num_heads=2)
-        >>> [t.shape for t in heads(torch.zeros(4, 128))]
-        [torch.Size([4, 10]), torch.Size([4, 10])]
+        >>> ClassifierHead(128, 10)(torch.zeros(4, 128)).shape
+        torch.Size([4, 10])
     """
 
     def __init__(
         self,
         in_features: int,
         num_classes: int,
-        num_heads: int = 1,
         drop_rate: float = 0.0,
         make_head: Callable[[int, int], nn.Module] | None = None,
     ) -> None:
         super().__init__()
-        check_num_heads(num_heads, num_classes)
+        check_num_classes(num_classes)
         check_rate("drop_rate", drop_rate)
         self.in_features = in_features
         self.num_classes = num_classes
-        self.num_heads = num_heads
         self.make_head = make_head or nn.Linear
         self.drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
-        self.heads = self._build()
+        self.fc = self._build()
 
-    def _build(self) -> nn.ModuleList:
-        if self.num_classes == 0:
-            return nn.ModuleList()
-        return nn.ModuleList(
-            self.make_head(self.in_features, self.num_classes) for _ in range(self.num_heads)
-        )
+    def _build(self) -> nn.Module:
+        return self.make_head(self.in_features, self.num_classes) if self.num_classes else nn.Identity()
 
     def reset(self, num_classes: int) -> None:
-        """Replace the heads by freshly initialized ones with ``num_classes`` outputs."""
-        check_num_heads(self.num_heads, num_classes)
-        device = next((p.device for p in self.heads.parameters()), None)
+        """Replace the classifier by a freshly initialized one with ``num_classes`` outputs."""
+        check_num_classes(num_classes)
+        device = next((p.device for p in self.fc.parameters()), None)
         self.num_classes = num_classes
-        self.heads = self._build()
+        self.fc = self._build()
         if device is not None:
-            self.heads.to(device)
+            self.fc.to(device)
 
-    def forward(self, x: Tensor, pre_logits: bool = False) -> Tensor | tuple[Tensor, ...]:
+    def forward(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         x = self.drop(x)
-        if pre_logits or self.num_classes == 0:
-            return x
-        if self.num_heads == 1:
-            return self.heads[0](x)
-        return tuple(head(x) for head in self.heads)
+        return x if pre_logits else self.fc(x)
 
 
 class TimmClassifierMixin:
     """The timm classifier interface (``forward_features`` / ``forward_head`` / ``get_classifier`` /
-    ``reset_classifier``) for a model with a ``head`` of type :class:`ClassifierHeads`."""
+    ``reset_classifier``) for a model with a ``head`` of type :class:`ClassifierHead`."""
 
-    head: ClassifierHeads
+    head: ClassifierHead
     num_features: int
 
     @property
     def num_classes(self) -> int:
         return self.head.num_classes
 
-    @property
-    def num_heads(self) -> int:
-        return self.head.num_heads
-
     def get_classifier(self) -> nn.Module:
-        return self.head
+        return self.head.fc
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         if global_pool not in (None, "avg"):
             raise UserInputError(f"global_pool={global_pool!r} is not supported; only 'avg' is")
         self.head.reset(num_classes)
 
-    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor | tuple[Tensor, ...]:
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         return self.head(x.mean(dim=(2, 3)), pre_logits=pre_logits)
 
-    def forward(self, x: Tensor) -> Tensor | tuple[Tensor, ...]:
+    def forward(self, x: Tensor) -> Tensor:
         return self.forward_head(self.forward_features(x))  # type: ignore[attr-defined]

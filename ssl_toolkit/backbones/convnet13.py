@@ -18,14 +18,14 @@ from ssl_toolkit.backbones.common import (
     LEAKY_RELU_SLOPE,
     PAPER_MODEL_ARGS,
     TF_BN_MOMENTUM,
-    ClassifierHeads,
+    ClassifierHead,
     TimmClassifierMixin,
     build_paper_backbone,
     check_momentum,
     check_network_options,
     check_rate,
     paper_default_cfgs,
-    register_paper_model,
+    register_backbone,
 )
 from ssl_toolkit.errors import UserInputError
 
@@ -101,13 +101,12 @@ class ConvNet13(TimmClassifierMixin, nn.Module):
     works (28x28 MNIST-like and 96x96 STL-10 included).
 
     Args:
-        num_classes: classes per head (0: return pooled features).
+        num_classes: classes (0: return pooled features).
         in_chans: input channels.
         drop_rate: probability of the two inner dropout layers (the paper's 0.5).
         weight_norm: weight norm + mean-only batch norm instead of batch norm.
         bn_momentum: torch momentum of the (mean-only) batch norm statistics; 0.001 matches the
             TensorFlow code's EMA decay 0.999. Short runs may want 0.1.
-        num_heads: 2 for the logit-distance variant (``forward`` returns two logit tensors).
 
     Deviation: weights start from a Kaiming-normal init (for leaky ReLU 0.1); the TensorFlow code's
     data-dependent initialization of the weight-norm scales is not done.
@@ -131,7 +130,6 @@ class ConvNet13(TimmClassifierMixin, nn.Module):
         drop_rate: float = 0.5,
         weight_norm: bool = False,
         bn_momentum: float = TF_BN_MOMENTUM,
-        num_heads: int = 1,
     ) -> None:
         super().__init__()
         check_rate("drop_rate", drop_rate)
@@ -169,7 +167,7 @@ class ConvNet13(TimmClassifierMixin, nn.Module):
             def make_head(i: int, o: int) -> nn.Module:
                 return _WNLinearMeanOnlyBN(i, o, bn_momentum)
 
-        self.head = ClassifierHeads(self.num_features, num_classes, num_heads, make_head=make_head)
+        self.head = ClassifierHead(self.num_features, num_classes, make_head=make_head)
 
     def forward_features(self, x: Tensor) -> Tensor:
         if min(x.shape[-2:]) < self.MIN_INPUT_SIZE:
@@ -185,7 +183,7 @@ default_cfgs = paper_default_cfgs(
 )
 
 
-@register_paper_model
+@register_backbone
 def convnet13(pretrained: bool = False, **kwargs: Any) -> ConvNet13:
     """Mean Teacher's 13-layer ConvNet; ``weight_norm=True`` for the original weight-norm variant."""
     return build_paper_backbone(ConvNet13, "convnet13", pretrained, (*PAPER_MODEL_ARGS, "weight_norm"), **kwargs)

@@ -23,13 +23,13 @@ from torch import Tensor, nn
 
 from ssl_toolkit.backbones.common import (
     PAPER_MODEL_ARGS,
-    ClassifierHeads,
+    ClassifierHead,
     TimmClassifierMixin,
     build_paper_backbone,
     check_network_options,
     fan_out_conv,
     paper_default_cfgs,
-    register_paper_model,
+    register_backbone,
     residual_units,
 )
 
@@ -123,12 +123,10 @@ class ShakeShakeResNet(TimmClassifierMixin, nn.Module):
     Args:
         depth: 6n + 2 layers (n blocks per stage); 26 in the paper.
         base_width: width of the first stage (then 2x and 4x); 96 in the paper ("2x96d").
-        num_classes: classes per head (0: return pooled features).
+        num_classes: classes (0: return pooled features).
         in_chans: input channels.
         drop_rate: dropout before the classifier (timm's convention); 0 in the paper.
         bn_momentum: torch batch-norm momentum; 0.1 (torch's default) as in the reference code.
-        num_heads: 2 for the logit-distance variant (``forward`` returns two logit tensors); the
-            reference code always builds both heads and uses the second one only in that variant.
 
     Example:
         >>> model = ShakeShakeResNet(depth=8, base_width=8, num_classes=10).eval()
@@ -144,7 +142,6 @@ class ShakeShakeResNet(TimmClassifierMixin, nn.Module):
         in_chans: int = 3,
         drop_rate: float = 0.0,
         bn_momentum: float = 0.1,
-        num_heads: int = 1,
     ) -> None:
         super().__init__()
         blocks = residual_units("Shake-Shake ResNet", depth, extra_layers=2)
@@ -167,7 +164,7 @@ class ShakeShakeResNet(TimmClassifierMixin, nn.Module):
             c_in = c_out
         self.stages = nn.Sequential(*stages)
         self.num_features = c_in
-        self.head = ClassifierHeads(self.num_features, num_classes, num_heads, drop_rate)
+        self.head = ClassifierHead(self.num_features, num_classes, drop_rate)
 
     def forward_features(self, x: Tensor) -> Tensor:
         return self.stages(self.stem(x))
@@ -180,7 +177,7 @@ default_cfgs = paper_default_cfgs(
 )
 
 
-@register_paper_model
+@register_backbone
 def shakeshake26_2x96d(pretrained: bool = False, **kwargs: Any) -> ShakeShakeResNet:
     """Shake-Shake 26 2x96d of the Mean Teacher PyTorch code, about 26.2M parameters."""
     return build_paper_backbone(

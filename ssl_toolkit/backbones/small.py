@@ -7,10 +7,9 @@ algorithms see the same kinds of noise as in the paper.
 
 from __future__ import annotations
 
-from timm.models import register_model
 from torch import Tensor, nn
 
-from ssl_toolkit.backbones.common import ClassifierHeads
+from ssl_toolkit.backbones.common import ClassifierHead, TimmClassifierMixin, register_backbone
 
 
 def _conv_block(in_channels: int, out_channels: int, kernel: int = 3, padding: int = 1) -> list[nn.Module]:
@@ -21,7 +20,7 @@ def _conv_block(in_channels: int, out_channels: int, kernel: int = 3, padding: i
     ]
 
 
-class SmallConvNet(nn.Module):
+class SmallConvNet(TimmClassifierMixin, nn.Module):
     """Stages of 3x3 conv blocks separated by max-pool and dropout, then global pooling and a linear head.
 
     Example:
@@ -34,7 +33,6 @@ class SmallConvNet(nn.Module):
         in_chans: int = 3,
         num_classes: int = 10,
         drop_rate: float = 0.3,
-        num_heads: int = 1,
     ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
@@ -45,13 +43,16 @@ class SmallConvNet(nn.Module):
             for width in stage_widths:
                 layers += _conv_block(channels, width)
                 channels = width
-        self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
         self.num_features = channels
-        self.num_classes = num_classes
-        self.head = ClassifierHeads(channels, num_classes, num_heads=num_heads)
+        self.head = ClassifierHead(channels, num_classes)
 
-    def forward(self, x: Tensor) -> Tensor | tuple[Tensor, Tensor]:
-        return self.head(self.features(x))
+    def forward_features(self, x: Tensor) -> Tensor:
+        return self.features(x)
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        return self.head(self.pool(x).flatten(1), pre_logits=pre_logits)
 
 
 def model_kwargs(pretrained: bool, name: str, kwargs: dict) -> dict:
@@ -62,19 +63,19 @@ def model_kwargs(pretrained: bool, name: str, kwargs: dict) -> dict:
     return {k: v for k, v in kwargs.items() if k not in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir")}
 
 
-@register_model
+@register_backbone
 def convnet_tiny(pretrained: bool = False, **kwargs) -> SmallConvNet:
     """About 66k parameters; for 8x8 digits (two stages: 8x8 then 4x4)."""
     return SmallConvNet(widths=((32, 32), (64, 64)), **model_kwargs(pretrained, "convnet_tiny", kwargs))
 
 
-@register_model
+@register_backbone
 def convnet_small(pretrained: bool = False, **kwargs) -> SmallConvNet:
     """About 36k parameters; for 28x28 images (three stages: 28, 14, 7), sized for a CPU."""
     return SmallConvNet(widths=((16, 16), (32, 32), (64,)), **model_kwargs(pretrained, "convnet_small", kwargs))
 
 
-@register_model
+@register_backbone
 def convnet_medium(pretrained: bool = False, **kwargs) -> SmallConvNet:
     """About 140k parameters: convnet_small at twice the width, for 28x28 images (four times its multiply-adds)."""
     return SmallConvNet(widths=((32, 32), (64, 64), (128,)), **model_kwargs(pretrained, "convnet_medium", kwargs))

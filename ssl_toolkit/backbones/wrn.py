@@ -22,13 +22,13 @@ from ssl_toolkit.backbones.common import (
     LEAKY_RELU_SLOPE,
     PAPER_MODEL_ARGS,
     TF_BN_MOMENTUM,
-    ClassifierHeads,
+    ClassifierHead,
     TimmClassifierMixin,
     build_paper_backbone,
     check_network_options,
     fan_out_conv,
     paper_default_cfgs,
-    register_paper_model,
+    register_backbone,
     residual_units,
 )
 
@@ -76,12 +76,11 @@ class WideResNet(TimmClassifierMixin, nn.Module):
     Args:
         depth: 6n + 4 layers (n units per group); 28 in the paper.
         widen_factor: group widths are 16k, 32k, 64k; 2 in the paper.
-        num_classes: classes per head (0: return pooled features).
+        num_classes: classes (0: return pooled features).
         in_chans: input channels.
         drop_rate: dropout before the classifier (timm's convention); 0 in the paper.
         bn_momentum: torch batch-norm momentum; 0.001 is the reference code's decay 0.999.
             Short runs may want 0.1.
-        num_heads: 2 for the logit-distance variant (``forward`` returns two logit tensors).
 
     Deviation: TensorFlow's "SAME" padding of a strided 3x3 conv pads only bottom/right; torch pads
     one pixel on every side. Output sizes are the same.
@@ -100,7 +99,6 @@ class WideResNet(TimmClassifierMixin, nn.Module):
         in_chans: int = 3,
         drop_rate: float = 0.0,
         bn_momentum: float = TF_BN_MOMENTUM,
-        num_heads: int = 1,
     ) -> None:
         super().__init__()
         units = residual_units("Wide ResNet", depth, extra_layers=4)
@@ -121,9 +119,7 @@ class WideResNet(TimmClassifierMixin, nn.Module):
         self.final_bn = nn.BatchNorm2d(widths[3], eps=TF_BN_EPS, momentum=bn_momentum)
         self.final_act = nn.LeakyReLU(LEAKY_RELU_SLOPE)
         self.num_features = widths[3]
-        self.head = ClassifierHeads(
-            self.num_features, num_classes, num_heads, drop_rate, make_head=_glorot_linear
-        )
+        self.head = ClassifierHead(self.num_features, num_classes, drop_rate, make_head=_glorot_linear)
 
     def forward_features(self, x: Tensor) -> Tensor:
         return self.final_act(self.final_bn(self.groups(self.stem(x))))
@@ -142,7 +138,7 @@ default_cfgs = paper_default_cfgs(
 )
 
 
-@register_paper_model
+@register_backbone
 def wrn28_2(pretrained: bool = False, **kwargs: Any) -> WideResNet:
     """Wide ResNet 28-2 of Oliver et al. (2018), about 1.5M parameters."""
     return build_paper_backbone(

@@ -33,10 +33,6 @@ class DatasetArrays:
     def __post_init__(self) -> None:
         self.validate()
 
-    @property
-    def image_shape(self) -> tuple[int, int, int]:
-        return tuple(self.x_train.shape[1:])  # type: ignore[return-value]
-
     def validate(self) -> None:
         """Raise UserInputError on wrong dtypes, shapes or out-of-range labels."""
         parts = [("x_train", self.x_train), ("x_test", self.x_test)]

@@ -1,12 +1,23 @@
-"""Batched augmentation on the training device: translate with reflect padding, flip, input noise."""
+"""Batched augmentation on the training device, and the registry of view policies.
+
+A policy turns a batch of uint8 images into one randomly augmented, normalized float view. An
+algorithm declares which views it needs and from which policy (``SSLAlgorithm.views``); the
+:class:`ViewBuilder` makes exactly those, in the declared order, from the one generator whose
+state is checkpointed, so every algorithm resumes bit-exact without drawing random numbers itself.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from ssl_toolkit.errors import UserInputError
+from ssl_toolkit.naming import closest
 
 
 @dataclass(frozen=True)
@@ -20,7 +31,10 @@ class AugmentConfig:
 
 
 class Normalizer:
-    """Per-channel standardization with statistics from the training images."""
+    """Per-channel standardization with statistics from the training images.
+
+    Called on uint8 images (0..255) or on float images in [0, 1].
+    """
 
     def __init__(self, mean: Tensor, std: Tensor) -> None:
         self.mean = mean.reshape(1, -1, 1, 1).float()
@@ -34,8 +48,26 @@ class Normalizer:
     def to(self, device: torch.device) -> Normalizer:
         return Normalizer(self.mean.to(device), self.std.to(device))
 
-    def __call__(self, images_uint8: Tensor) -> Tensor:
-        return (images_uint8.float() / 255.0 - self.mean) / self.std
+    def __call__(self, images: Tensor) -> Tensor:
+        x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+        return (x - self.mean) / self.std
+
+    def state_dict(self) -> dict[str, Any]:
+        """The statistics, for a checkpoint or an export (:meth:`from_state_dict` reads them)."""
+        return {"kind": "standardize", "mean": self.mean.flatten().cpu().clone(),
+                "std": self.std.flatten().cpu().clone()}
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any]) -> Normalizer:
+        return cls(torch.as_tensor(state["mean"]), torch.as_tensor(state["std"]))
+
+
+class Preprocess(Protocol):
+    """What turns images into network inputs: :class:`Normalizer` or the ZCA whitener."""
+
+    def __call__(self, images: Tensor) -> Tensor: ...
+
+    def to(self, device: torch.device) -> Preprocess: ...
 
 
 def random_translate(x: Tensor, max_shift: int, generator: torch.Generator) -> Tensor:
@@ -58,24 +90,62 @@ def random_flip(x: Tensor, generator: torch.Generator) -> Tensor:
     return torch.where(flip[:, None, None, None], x.flip(3), x)
 
 
-class BatchAugmenter:
-    """Turns a batch of uint8 images into one randomly augmented, normalized float view.
+Policy = Callable[[Tensor], Tensor]
+PolicyFactory = Callable[[Preprocess, AugmentConfig, torch.Generator], Policy]
+_POLICIES: dict[str, tuple[PolicyFactory, str]] = {}
 
-    Call it twice for the student's and the teacher's independent views. All randomness comes from
-    ``generator``, whose state is saved in checkpoints.
+
+def register_policy(name: str, description: str) -> Callable[[PolicyFactory], PolicyFactory]:
+    """Register a view policy: a factory ``(preprocess, augment config, generator) -> policy``."""
+
+    def decorate(factory: PolicyFactory) -> PolicyFactory:
+        if name in _POLICIES:
+            raise UserInputError(f"view policy {name!r} is already registered")
+        _POLICIES[name] = (factory, description)
+        return factory
+
+    return decorate
+
+
+def list_policies() -> dict[str, str]:
+    """Registered view policies and what each does."""
+    return {name: description for name, (_, description) in sorted(_POLICIES.items())}
+
+
+def get_policy(name: str) -> PolicyFactory:
+    if name not in _POLICIES:
+        raise UserInputError(f"unknown view policy {name!r}{closest(name, _POLICIES)}; "
+                             f"valid: {', '.join(sorted(_POLICIES))}")
+    return _POLICIES[name][0]
+
+
+@register_policy("weak", "the papers' augmentation: translate (reflect), optional flip, Gaussian input noise")
+def weak_policy(preprocess: Preprocess, augment: AugmentConfig, generator: torch.Generator) -> Policy:
+    def view(images: Tensor) -> Tensor:
+        x = preprocess(images)
+        x = random_translate(x, augment.translate, generator)
+        if augment.flip:
+            x = random_flip(x, generator)
+        if augment.noise > 0:
+            x = x + augment.noise * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        return x
+
+    return view
+
+
+class ViewBuilder:
+    """Builds the views an algorithm declared (name -> policy), in the declared order.
+
+    All randomness comes from ``generator``, whose state is saved in checkpoints.
+
+    Example:
+        >>> views = ViewBuilder({"student": "weak", "teacher": "weak"}, normalizer, AugmentConfig(), generator)
+        >>> batch_views = views(images_uint8)     # {"student": ..., "teacher": ...}
     """
 
-    def __init__(self, normalizer: Normalizer, config: AugmentConfig, generator: torch.Generator) -> None:
-        self.normalizer = normalizer
-        self.config = config
-        self.generator = generator
+    def __init__(self, declared: dict[str, str], preprocess: Preprocess, augment: AugmentConfig,
+                 generator: torch.Generator) -> None:
+        self.policies = {name: get_policy(policy)(preprocess, augment, generator) for name, policy in declared.items()}
 
-    def __call__(self, images_uint8: Tensor) -> Tensor:
-        x = self.normalizer(images_uint8)
-        x = random_translate(x, self.config.translate, self.generator)
-        if self.config.flip:
-            x = random_flip(x, self.generator)
-        if self.config.noise > 0:
-            noise = torch.randn(x.shape, generator=self.generator, device=x.device, dtype=x.dtype)
-            x = x + self.config.noise * noise
-        return x
+    def __call__(self, images_uint8: Tensor) -> dict[str, Tensor]:
+        return {name: policy(images_uint8) for name, policy in self.policies.items()}

@@ -31,32 +31,12 @@ STL10_URL = "https://cs.stanford.edu/~acoates/stl10/"
 MNIST_URL = "http://yann.lecun.com/exdb/mnist/"
 FASHION_MNIST_URL = "https://github.com/zalandoresearch/fashion-mnist"
 
-FASHION_MNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
-
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
 
 FASHION_MNIST_CLASSES = [
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
 ]
 DIGIT_CLASSES = [str(d) for d in range(10)]
-
-KNOWN_DATASETS = ("cifar10", "cifar100", "svhn", "stl10", "mnist", "fashion_mnist", "imagefolder", "npz")
-
-
-def default_data_dir(name: str) -> Path:
-    """The ``--data-dir`` used when none is given.
-
-    Fashion-MNIST: ``/usr/share/datasets/fashion-mnist`` (where the Debian package ``dataset-fashion-mnist``
-    installs it). Every other data set: ``~/data``, the folder expected to hold the official top folders
-    (``~/data/cifar-10-batches-py``, ``~/data/stl10_binary``, ...).
-    """
-    key = name.lower().replace("-", "_")
-    if key not in KNOWN_DATASETS:
-        raise UserInputError(f"unknown data set {name!r}; known: {', '.join(KNOWN_DATASETS)}")
-    if key == "fashion_mnist":
-        return FASHION_MNIST_SYSTEM_DIR
-    return Path.home() / "data"
-
 
 # --------------------------------------------------------------------------------------------- locating
 

@@ -1,7 +1,17 @@
-"""Data set registry: each name maps to a reader of its official files and its paper defaults."""
+"""Data set registry: each name maps to a reader of its official files and the defaults that suit it.
+
+Register your own with the decorator, in a module you pass to ``--plugin``::
+
+    @register_dataset("my_set", backbone="convnet_small", val_size=500, description="my arrays",
+                      run_defaults={"steps": 2000, "batch_size": 64, "labeled_batch_size": 16,
+                                    "eval_every": 250, "labels": 100})
+    def load_my_set(data_dir: Path, options: dict) -> DatasetArrays:
+        return DatasetArrays("my_set", x_train, y_train, x_test, y_test, num_classes=10)
+"""
 
 from __future__ import annotations
 
+import fnmatch
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,27 +22,91 @@ import numpy as np
 from ssl_toolkit.data.arrays import DatasetArrays
 from ssl_toolkit.data.augment import AugmentConfig
 from ssl_toolkit.errors import UserInputError
+from ssl_toolkit.naming import closest
+
+Loader = Callable[[Path, dict[str, Any]], DatasetArrays]
+HOME_DATA = str(Path("~") / "data")
 
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """How to load a data set and the defaults that suit it (augmentation, backbone, sizes)."""
+    """How to load a data set and the defaults that suit it (augmentation, backbone, sizes).
+
+    ``load(data_dir, options)`` reads the files (``options``: ``svhn_extra``, ``image_size``,
+    ``max_unlabeled`` from the run config); ``run_defaults`` fill the run settings a user leaves
+    out; ``default_preset`` names a preset applied beneath the user's values.
+    """
 
     name: str
-    load: Callable[[Path, dict[str, Any]], DatasetArrays]
-    augment: AugmentConfig
-    backbone: str
-    val_size: int
-    default_data_dir: str
-    description: str
+    load: Loader
+    augment: AugmentConfig = AugmentConfig()
+    backbone: str = "convnet13"
+    val_size: int = 0
+    default_data_dir: str = HOME_DATA
+    description: str = ""
     run_defaults: dict[str, Any] = field(default_factory=dict)
     default_preset: str | None = None
 
 
-def _load_digits(data_dir: Path, options: dict[str, Any]) -> DatasetArrays:
-    from sklearn.datasets import load_digits
+_DATASETS: dict[str, DatasetSpec] = {}
 
-    digits = load_digits()
+
+def register_dataset(name: str, **defaults: Any) -> Callable[[Loader], Loader]:
+    """Decorator: register ``load(data_dir, options) -> DatasetArrays`` as data set ``name``.
+
+    ``defaults`` are the other :class:`DatasetSpec` fields. A duplicate name raises.
+    """
+
+    def decorate(load: Loader) -> Loader:
+        if name in _DATASETS:
+            raise UserInputError(f"data set {name!r} is already registered by {_DATASETS[name].load.__module__}")
+        _DATASETS[name] = DatasetSpec(name=name, load=load, **defaults)
+        return load
+
+    return decorate
+
+
+def list_datasets(pattern: str = "*") -> list[str]:
+    """Registered data set names matching a shell-style wildcard, sorted."""
+    return sorted(name for name in _DATASETS if fnmatch.fnmatch(name, pattern))
+
+
+def get_dataset_spec(name: str) -> DatasetSpec:
+    """The spec registered as ``name``; an unknown name suggests the closest ones."""
+    try:
+        return _DATASETS[name]
+    except KeyError:
+        known = list_datasets()
+        raise UserInputError(f"unknown data set {name!r}{closest(name, known)}; valid: {', '.join(known)}") from None
+
+
+def load_dataset(name: str, data_dir: str | Path | None, options: dict[str, Any] | None = None) -> DatasetArrays:
+    """Read data set ``name`` from ``data_dir`` (its default folder when None)."""
+    spec = get_dataset_spec(name)
+    folder = Path(data_dir if data_dir else spec.default_data_dir).expanduser()
+    return spec.load(folder, options or {})
+
+
+# -- the shipped data sets ------------------------------------------------------------------------
+
+_MNIST_RUN = {"steps": 2000, "batch_size": 64, "labeled_batch_size": 16, "eval_every": 500, "labels": 1000}
+# The paper's ConvNet settings: 100 images per batch; 150k (CIFAR) / 180k (SVHN) steps.
+_PAPER_RUN = {"steps": 150_000, "batch_size": 100, "labeled_batch_size": 50, "eval_every": 5000}
+_OWN_DATA_RUN = {"steps": 10_000, "batch_size": 100, "labeled_batch_size": 25, "eval_every": 1000, "labels": 100}
+_PAPER_NOISE = AugmentConfig(translate=2, flip=False, noise=0.15)
+_PAPER_NOISE_FLIP = AugmentConfig(translate=2, flip=True, noise=0.15)
+
+
+@register_dataset(
+    "digits", augment=AugmentConfig(translate=1, flip=False, noise=0.15), backbone="convnet_tiny", val_size=200,
+    default_data_dir="", description="scikit-learn's embedded 8x8 handwritten digits (1797 images, 10 classes)",
+    run_defaults={"steps": 1500, "batch_size": 64, "labeled_batch_size": 16, "eval_every": 250, "labels": 50},
+    default_preset="digits-cpu",
+)
+def load_digits(data_dir: Path, options: dict[str, Any]) -> DatasetArrays:
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    digits = sklearn_digits()
     # scikit-learn's digits are 0..16 intensities; scale to the uint8 range of every other set.
     images = np.clip(digits.images * 16.0, 0, 255).astype(np.uint8)[:, None, :, :]
     labels = digits.target.astype(np.int64)
@@ -44,107 +118,76 @@ def _load_digits(data_dir: Path, options: dict[str, Any]) -> DatasetArrays:
     )
     is_test = np.zeros(len(labels), dtype=bool)
     is_test[test] = True
-    return DatasetArrays(
-        "digits", images[~is_test], labels[~is_test], images[is_test], labels[is_test], num_classes=10
-    )
+    return DatasetArrays("digits", images[~is_test], labels[~is_test], images[is_test], labels[is_test],
+                         num_classes=10, class_names=[str(d) for d in range(10)])
 
 
-def _reader(name: str) -> Callable[[Path, dict[str, Any]], DatasetArrays]:
-    """A loader that calls the official-format reader of ``name`` with the options it understands."""
+@register_dataset("mnist", augment=_PAPER_NOISE, backbone="convnet_small", val_size=5000, run_defaults=_MNIST_RUN,
+                  description="MNIST: 28x28 grayscale, 10 classes, the four official IDX files (.gz or not)")
+def load_mnist(data_dir: Path, options: dict[str, Any]) -> DatasetArrays:
+    from ssl_toolkit.data.formats import read_mnist_idx
 
-    def load(data_dir: Path, options: dict[str, Any]) -> DatasetArrays:
-        from ssl_toolkit.data import formats
-
-        if name in ("mnist", "fashion_mnist"):
-            return formats.read_mnist_idx(data_dir, name)
-        if name == "svhn":
-            return formats.read_svhn(data_dir, extra=bool(options.get("svhn_extra")))
-        if name == "stl10":
-            return formats.read_stl10(data_dir, max_unlabeled=options.get("max_unlabeled"))
-        if name == "imagefolder":
-            return formats.read_imagefolder(data_dir, image_size=options.get("image_size"))
-        return getattr(formats, f"read_{name}")(data_dir)
-
-    return load
+    return read_mnist_idx(data_dir, "mnist")
 
 
-def _default_dir(name: str) -> str:
-    from ssl_toolkit.data.formats import default_data_dir
-
-    return str(default_data_dir(name))
-
-
-_DATASETS: dict[str, DatasetSpec] = {}
-
-
-def register_dataset(spec: DatasetSpec) -> DatasetSpec:
-    """Add a data set to the registry; a duplicate name raises."""
-    if spec.name in _DATASETS:
-        raise ValueError(f"data set {spec.name!r} is already registered")
-    _DATASETS[spec.name] = spec
-    return spec
-
-
-register_dataset(
-    DatasetSpec(
-        name="digits",
-        load=_load_digits,
-        augment=AugmentConfig(translate=1, flip=False, noise=0.15),
-        backbone="convnet_tiny",
-        val_size=200,
-        default_data_dir="",
-        description="scikit-learn's embedded 8x8 handwritten digits (1797 images, 10 classes)",
-        run_defaults={"steps": 1500, "batch_size": 64, "labeled_batch_size": 16, "eval_every": 250, "labels": 50},
-        default_preset="digits-cpu",
-    )
+@register_dataset(
+    "fashion_mnist", augment=_PAPER_NOISE, backbone="convnet_small", val_size=5000, run_defaults=_MNIST_RUN,
+    default_data_dir="/usr/share/datasets/fashion-mnist", default_preset="fmnist-cpu",
+    description="Fashion-MNIST: 28x28 grayscale, 10 classes, the four official IDX files (.gz or not)",
 )
-_MNIST_RUN = {"steps": 2000, "batch_size": 64, "labeled_batch_size": 16, "eval_every": 500, "labels": 1000}
-# The paper's ConvNet settings: 100 images per batch; 150k (CIFAR) / 180k (SVHN) steps.
-_PAPER_RUN = {"steps": 150_000, "batch_size": 100, "labeled_batch_size": 50, "eval_every": 5000}
-_PAPER_NOISE = AugmentConfig(translate=2, flip=False, noise=0.15)
-_PAPER_NOISE_FLIP = AugmentConfig(translate=2, flip=True, noise=0.15)
+def load_fashion_mnist(data_dir: Path, options: dict[str, Any]) -> DatasetArrays:
+    from ssl_toolkit.data.formats import read_mnist_idx
 
-for _spec in (
-    DatasetSpec("mnist", _reader("mnist"), _PAPER_NOISE, "convnet_small", 5000, _default_dir("mnist"),
-                "MNIST: 28x28 grayscale, 10 classes, the four official IDX files (.gz or not)", _MNIST_RUN),
-    DatasetSpec("fashion_mnist", _reader("fashion_mnist"), _PAPER_NOISE, "convnet_small", 5000,
-                _default_dir("fashion_mnist"),
-                "Fashion-MNIST: 28x28 grayscale, 10 classes, the four official IDX files (.gz or not)", _MNIST_RUN,
-                default_preset="fmnist-cpu"),
-    DatasetSpec("cifar10", _reader("cifar10"), _PAPER_NOISE_FLIP, "convnet13", 5000, _default_dir("cifar10"),
-                "CIFAR-10: 32x32 RGB, 10 classes, cifar-10-batches-py", {**_PAPER_RUN, "labels": 4000}),
-    DatasetSpec("cifar100", _reader("cifar100"), _PAPER_NOISE_FLIP, "convnet13", 5000, _default_dir("cifar100"),
-                "CIFAR-100: 32x32 RGB, 100 fine classes, cifar-100-python", {**_PAPER_RUN, "labels": 10000}),
-    DatasetSpec("svhn", _reader("svhn"), _PAPER_NOISE, "convnet13", 5000, _default_dir("svhn"),
-                "SVHN: 32x32 RGB digits, train/test_32x32.mat (+ extra_32x32.mat with --svhn-extra)",
-                {**_PAPER_RUN, "steps": 180_000, "labeled_batch_size": 1, "labels": 1000}),
-    DatasetSpec("stl10", _reader("stl10"), _PAPER_NOISE_FLIP, "convnet13", 500, _default_dir("stl10"),
-                "STL-10: 96x96 RGB, 10 classes, stl10_binary; unlabeled_X.bin joins the unlabeled pool",
-                {**_PAPER_RUN, "labels": 1000}),
-    DatasetSpec("imagefolder", _reader("imagefolder"), _PAPER_NOISE_FLIP, "convnet13", 0, "data",
-                "your images: --data-dir with train/ and test/, one folder per class (--image-size to resize)",
-                {"steps": 10_000, "batch_size": 100, "labeled_batch_size": 25, "eval_every": 1000, "labels": 100}),
-    DatasetSpec("npz", _reader("npz"), _PAPER_NOISE, "convnet13", 0, "data.npz",
-                "your arrays: --data-dir FILE.npz with x_train, y_train, x_test, y_test (+ x_unlabeled)",
-                {"steps": 10_000, "batch_size": 100, "labeled_batch_size": 25, "eval_every": 1000, "labels": 100}),
-):
-    register_dataset(_spec)
+    return read_mnist_idx(data_dir, "fashion_mnist")
 
 
-def list_datasets() -> list[str]:
-    return sorted(_DATASETS)
+@register_dataset("cifar10", augment=_PAPER_NOISE_FLIP, val_size=5000, run_defaults={**_PAPER_RUN, "labels": 4000},
+                  description="CIFAR-10: 32x32 RGB, 10 classes, cifar-10-batches-py")
+def load_cifar10(data_dir: Path, options: dict[str, Any]) -> DatasetArrays:
+    from ssl_toolkit.data.formats import read_cifar10
+
+    return read_cifar10(data_dir)
 
 
-def get_dataset_spec(name: str) -> DatasetSpec:
-    """The spec registered as ``name``; an unknown name lists the known ones."""
-    try:
-        return _DATASETS[name]
-    except KeyError:
-        raise UserInputError(f"unknown data set {name!r}; valid: {', '.join(list_datasets())}") from None
+@register_dataset("cifar100", augment=_PAPER_NOISE_FLIP, val_size=5000,
+                  run_defaults={**_PAPER_RUN, "labels": 10000},
+                  description="CIFAR-100: 32x32 RGB, 100 fine classes, cifar-100-python")
+def load_cifar100(data_dir: Path, options: dict[str, Any]) -> DatasetArrays:
+    from ssl_toolkit.data.formats import read_cifar100
+
+    return read_cifar100(data_dir)
 
 
-def load_dataset(name: str, data_dir: str | Path | None, options: dict[str, Any] | None = None) -> DatasetArrays:
-    """Read data set ``name`` from ``data_dir`` (its default folder when None)."""
-    spec = get_dataset_spec(name)
-    folder = Path(data_dir if data_dir else spec.default_data_dir).expanduser()
-    return spec.load(folder, options or {})
+@register_dataset("svhn", augment=_PAPER_NOISE, val_size=5000,
+                  run_defaults={**_PAPER_RUN, "steps": 180_000, "labeled_batch_size": 1, "labels": 1000},
+                  description="SVHN: 32x32 RGB digits, train/test_32x32.mat (+ extra_32x32.mat with --svhn-extra)")
+def load_svhn(data_dir: Path, options: dict[str, Any]) -> DatasetArrays:
+    from ssl_toolkit.data.formats import read_svhn
+
+    return read_svhn(data_dir, extra=bool(options.get("svhn_extra")))
+
+
+@register_dataset("stl10", augment=_PAPER_NOISE_FLIP, val_size=500, run_defaults={**_PAPER_RUN, "labels": 1000},
+                  description="STL-10: 96x96 RGB, 10 classes, stl10_binary; unlabeled_X.bin joins the unlabeled pool")
+def load_stl10(data_dir: Path, options: dict[str, Any]) -> DatasetArrays:
+    from ssl_toolkit.data.formats import read_stl10
+
+    return read_stl10(data_dir, max_unlabeled=options.get("max_unlabeled"))
+
+
+@register_dataset("imagefolder", augment=_PAPER_NOISE_FLIP, default_data_dir="data", run_defaults=_OWN_DATA_RUN,
+                  description="your images: --data-dir with train/ and test/, one folder per class "
+                              "(--image-size to resize)")
+def load_imagefolder(data_dir: Path, options: dict[str, Any]) -> DatasetArrays:
+    from ssl_toolkit.data.formats import read_imagefolder
+
+    return read_imagefolder(data_dir, image_size=options.get("image_size"))
+
+
+@register_dataset("npz", augment=_PAPER_NOISE, default_data_dir="data.npz", run_defaults=_OWN_DATA_RUN,
+                  description="your arrays: --data-dir FILE.npz with x_train, y_train, x_test, y_test "
+                              "(+ x_unlabeled)")
+def load_npz(data_dir: Path, options: dict[str, Any]) -> DatasetArrays:
+    from ssl_toolkit.data.formats import read_npz
+
+    return read_npz(data_dir)

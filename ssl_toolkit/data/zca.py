@@ -174,6 +174,7 @@ class ZCAWhitener:
     def state_dict(self) -> dict[str, Any]:
         """Tensors (and the two scalars) that :meth:`from_state_dict` rebuilds the whitener from."""
         return {
+            "kind": "zca",
             "mean": self.mean.detach().cpu().clone(),
             "matrix": self.matrix.detach().cpu().clone(),
             "image_shape": torch.tensor(self.image_shape, dtype=torch.int64),

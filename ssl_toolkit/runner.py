@@ -1,0 +1,143 @@
+"""One run from a resolved config to its finished folder: folder checks, training, stop and failure.
+
+The command line (``ssl-bench run``, ``ssl-bench resume``) and Python callers use the same two
+functions, :func:`execute_run` and :func:`resume_run`; neither prints. Every check that can fail
+runs before anything is written or removed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ssl_toolkit.config import RESUMABLE_KEYS, RunConfig, differences, read_config_file, resolve_run_config
+from ssl_toolkit.errors import UserInputError
+from ssl_toolkit.results import RunFolder, write_error
+
+RUN_FILES = ("config.json", "split.json", "metrics.jsonl", "checkpoint.pt", "final.json", "error.json")
+
+
+@dataclass
+class RunResult:
+    """How a run ended: ``complete``, ``already_complete``, ``stopped`` (by a signal) or ``diverged``.
+
+    ``final`` is final.json's content for a complete run; ``message`` says what happened for the
+    others; ``exit_code`` is what the command line returns (0, 1 for divergence, 128 + signal).
+    """
+
+    status: str
+    config: RunConfig
+    final: dict[str, Any] = field(default_factory=dict)
+    message: str = ""
+    exit_code: int = 0
+
+
+def check_folder(config: RunConfig, *, resume: bool, overwrite: bool) -> bool:
+    """Refuse what would destroy or mix up a run; True when ``overwrite`` must clear the folder.
+
+    Only reads: nothing is removed until the data, model and checkpoint have been checked too.
+    """
+    folder = RunFolder(config.out)
+    if folder.path.exists() and not folder.path.is_dir():
+        raise UserInputError(f"--out {folder.path} is a file, not a folder; choose another --out")
+    if resume and overwrite:
+        raise UserInputError("--resume and --overwrite exclude each other: continue the run, or replace it")
+    if resume:
+        if not folder.config.exists():
+            raise UserInputError(f"--resume: {folder.path} holds no run (no config.json); start it without --resume")
+        found = differences(read_config_file(folder.config), config, ignore=RESUMABLE_KEYS)
+        if found:
+            raise UserInputError(
+                f"--resume: the config differs from the saved run in {', '.join(d.key for d in found)}; "
+                f"use the same flags, or start a new run with another --out"
+            )
+        if not folder.checkpoint.exists():
+            raise UserInputError(f"--resume: no checkpoint in {folder.path}; rerun with --overwrite")
+        return False
+    if folder.exists():
+        if not overwrite:
+            raise UserInputError(
+                f"run folder {folder.path} already exists; add --resume to continue it, "
+                f"--overwrite to replace it, or choose another --out"
+            )
+        if not (folder.config.exists() or folder.error.exists()):
+            raise UserInputError(
+                f"--overwrite: {folder.path} is not a run folder (no config.json); refusing to delete it"
+            )
+        return True
+    return False
+
+
+def clear_run_files(path: Path) -> None:
+    """Remove the files a run writes (and temporary files of a killed one), nothing else: an
+    ``--out`` that also holds the user's own files keeps them."""
+    for name in RUN_FILES:
+        (path / name).unlink(missing_ok=True)
+    for stale in path.glob(".*.tmp"):
+        stale.unlink()
+
+
+def execute_run(config: RunConfig, *, resume: bool = False, overwrite: bool = False, quiet: bool = False) -> RunResult:
+    """Train ``config`` into its run folder and say how it ended.
+
+    ``resume`` continues the folder from its checkpoint; ``overwrite`` replaces a finished or failed
+    run. SIGINT/SIGTERM stop the run after the current step with a checkpoint written.
+    """
+    from ssl_toolkit.progress import run_with_progress
+    from ssl_toolkit.signals import StopRequest
+    from ssl_toolkit.trainer import DivergenceError, Trainer
+
+    clear = check_folder(config, resume=resume, overwrite=overwrite)
+    # The data, split, hyperparameter ranges, model and checkpoint are all checked here, so bad
+    # input is refused before any file is written or removed.
+    trainer = Trainer(config, resume=resume)
+    folder = RunFolder(config.out)
+    if clear:
+        clear_run_files(folder.path)
+    if resume and trainer.step >= config.steps and folder.final.exists():
+        return RunResult("already_complete", config, json.loads(folder.final.read_text()),
+                         f"the run in {folder.path} is already complete ({trainer.step} steps); "
+                         f"add --steps N to extend it")
+    stop = StopRequest()
+    try:
+        with stop.installed():
+            final = run_with_progress(trainer, quiet=quiet, should_stop=stop)
+    except DivergenceError as error:
+        write_error(folder.error, {"error": str(error), "step": error.step, "checkpoint_step": trainer.checkpoint_step})
+        kept = [f"the checkpoint of step {trainer.checkpoint_step}"] if trainer.checkpoint_step else []
+        kept += ["metrics.jsonl"] if folder.metrics.exists() else []
+        message = (f"{error}; kept {' and '.join(kept) or 'config.json and split.json'} in {folder.path} "
+                   f"(details in error.json)")
+        return RunResult("diverged", config, message=message, exit_code=1)
+    if not final:  # a signal ended the run early (one during the last step lets it complete)
+        message = (f"stopped by {stop.name} after step {trainer.step} (checkpoint written); "
+                   f"continue with: ssl-bench resume {folder.path}")
+        return RunResult("stopped", config, message=message, exit_code=stop.exit_code)
+    folder.error.unlink(missing_ok=True)
+    return RunResult("complete", config, final)
+
+
+def resolve_for_resume(values: dict[str, Any], out: str | Path) -> RunConfig:
+    """The config of a resumed run: the saved config.json as the base layer, ``values`` on top.
+
+    Values derived from the step budget (the lr ramps) keep their saved values when only ``steps``
+    changes, and any value that does change the experiment shows up as a difference.
+    """
+    folder = RunFolder(out)
+    if not folder.config.is_file():
+        raise UserInputError(f"{folder.path} holds no run (no config.json)")
+    return resolve_run_config({**values, "out": str(folder.path)}, folder.config)
+
+
+def resume_run(run_dir: str | Path, *, quiet: bool = False, **changes: Any) -> RunResult:
+    """Continue the run in ``run_dir`` from its checkpoint, with its saved config.
+
+    ``changes`` may set a new step budget (``steps``) and execution settings (``threads``,
+    ``device``, ``eval_every``, ...); a change to anything that defines the experiment is refused.
+
+    Example:
+        >>> result = resume_run("runs/digits-50/mean_teacher/seed0", steps=3000, threads=1)
+    """
+    return execute_run(resolve_for_resume(changes, run_dir), resume=True, quiet=quiet)
