@@ -85,7 +85,7 @@ def execute_run(config: RunConfig, *, resume: bool = False, overwrite: bool = Fa
     ``resume`` continues the folder from its checkpoint; ``overwrite`` replaces a finished or failed
     run. SIGINT/SIGTERM stop the run after the current step with a checkpoint written.
     """
-    from ssl_toolkit.progress import run_with_progress
+    from ssl_toolkit.progress import progress_observers
     from ssl_toolkit.signals import StopRequest
     from ssl_toolkit.trainer import DivergenceError, Trainer
 
@@ -103,7 +103,7 @@ def execute_run(config: RunConfig, *, resume: bool = False, overwrite: bool = Fa
     stop = StopRequest()
     try:
         with stop.installed():
-            final = run_with_progress(trainer, quiet=quiet, should_stop=stop)
+            final = trainer.run(progress_observers(quiet), should_stop=stop)
     except DivergenceError as error:
         write_error(folder.error, {"error": str(error), "step": error.step, "checkpoint_step": trainer.checkpoint_step})
         kept = [f"the checkpoint of step {trainer.checkpoint_step}"] if trainer.checkpoint_step else []

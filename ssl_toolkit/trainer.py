@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -21,6 +21,7 @@ from ssl_toolkit.data.sampling import TwoStreamSampler
 from ssl_toolkit.errors import UserInputError
 from ssl_toolkit.evaluation import best_by_validation, error_rate
 from ssl_toolkit.losses import NO_LABEL, masked_cross_entropy
+from ssl_toolkit.observers import RunObserver
 from ssl_toolkit.optim import apply_schedule, build_optimizer
 from ssl_toolkit.registry import get_algorithm
 from ssl_toolkit.results import RunFolder, atomic_write_json, write_jsonl
@@ -66,7 +67,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-ProgressCallback = Callable[[int, dict[str, float]], None]
 CHECKPOINT_FORMAT = 2
 READABLE_FORMATS = (1, 2)  # format 1 has no "preprocess": its statistics are refit on resume
 CHECKPOINT_KEYS = frozenset(
@@ -257,9 +257,21 @@ class Trainer:
         self.checkpoint_step = self.step
 
     # -- the loop -------------------------------------------------------------------------------
-    def run(self, progress: ProgressCallback | None = None, should_stop: Callable[[], bool] | None = None) -> dict:
+    def run(self, observers: Sequence[RunObserver] = (), should_stop: Callable[[], bool] | None = None) -> dict:
         """Train to ``config.steps``; returns final.json's content, or ``{}`` when ``should_stop`` ended
-        the run early (after writing a checkpoint of the last finished step)."""
+        the run early (after writing a checkpoint of the last finished step).
+
+        ``observers`` see every step and every evaluation (progress displays, loggers).
+        """
+        for observer in observers:
+            observer.on_start(self)
+        try:
+            return self._run(observers, should_stop)
+        finally:
+            for observer in observers:
+                observer.on_end()
+
+    def _run(self, observers: Sequence[RunObserver], should_stop: Callable[[], bool] | None) -> dict:
         config, folder = self.config, self.folder
         folder.path.mkdir(parents=True, exist_ok=True)
         atomic_write_json(folder.config, config.to_json())
@@ -280,10 +292,12 @@ class Trainer:
             self.sums["consistency_loss"] += values["consistency_loss"]
             self.sums["count"] += 1
             if self.step % config.eval_every == 0 or self.step == config.steps:
-                self._record_evaluation(values)
+                row = self._record_evaluation(values)
+                for observer in observers:
+                    observer.on_evaluation(row)
             wall_time = self.wall_time_before + time.perf_counter() - started
-            if progress is not None:
-                progress(self.step, values)
+            for observer in observers:
+                observer.on_step(self.step, values)
             stopping = should_stop is not None and self.step < config.steps and should_stop()
             if stopping or self.step % config.checkpoint_every == 0 or self.step == config.steps:
                 self.save_checkpoint(wall_time)
@@ -293,7 +307,7 @@ class Trainer:
         atomic_write_json(folder.final, final)
         return final
 
-    def _record_evaluation(self, values: dict[str, float]) -> None:
+    def _record_evaluation(self, values: dict[str, float]) -> dict[str, Any]:
         val, test = self.evaluate()
         count = max(1, self.sums["count"])
         row = {
@@ -308,6 +322,7 @@ class Trainer:
         self.sums = {"class_loss": 0.0, "consistency_loss": 0.0, "count": 0}
         self.metrics.append(row)
         write_jsonl(self.folder.metrics, self.metrics)
+        return row
 
     def _final(self, wall_time: float) -> dict[str, Any]:
         last = self.metrics[-1]

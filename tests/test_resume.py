@@ -19,6 +19,7 @@ from official_format_files import _RunsCommand
 
 import ssl_toolkit.trainer as trainer_module
 from ssl_toolkit.cli import main
+from ssl_toolkit.observers import RunObserver
 from ssl_toolkit.registry import list_algorithms
 from ssl_toolkit.testing import tiny_trainer
 from ssl_toolkit.trainer import Trainer
@@ -177,16 +178,17 @@ def test_a_second_sigint_interrupts_at_once_and_keeps_the_last_checkpoint(tmp_pa
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler, "the handlers are restored"
 
 
-def copy_folder_at(step: int, source: Path, target: Path):
-    """A progress callback that copies the run folder as a kill at the end of ``step`` would leave it."""
+class CopyFolderAt(RunObserver):
+    """An observer that copies the run folder as a kill at the end of ``step`` would leave it."""
 
-    def progress(done: int, values: dict) -> None:
-        if done == step:
-            shutil.copytree(source, target)
+    def __init__(self, step: int, source: Path, target: Path) -> None:
+        self.step, self.source, self.target = step, source, target
+
+    def on_step(self, steps_done: int, values: dict) -> None:
+        if steps_done == self.step:
+            shutil.copytree(self.source, self.target)
             # A kill in the middle of an atomic write leaves its temporary file behind.
-            (target / ".checkpoint.pt.killed.tmp").write_bytes(b"half a checkpoint")
-
-    return progress
+            (self.target / ".checkpoint.pt.killed.tmp").write_bytes(b"half a checkpoint")
 
 
 @pytest.mark.parametrize("algo", list_algorithms())
@@ -196,7 +198,7 @@ def test_resume_after_a_crash_between_writes_restores_every_state_exactly(algo, 
     options = {"steps": 24, "eval_every": 8, "checkpoint_every": 5, "batch_size": 128, "labeled_batch_size": 8}
     reference = tiny_trainer(algo, tmp_path / "reference", **options)
     # At step 16 metrics.jsonl holds the evaluation of step 16, the checkpoint only step 15.
-    reference.run(progress=copy_folder_at(16, tmp_path / "reference", tmp_path / "crashed"))
+    reference.run(observers=[CopyFolderAt(16, tmp_path / "reference", tmp_path / "crashed")])
     crashed = tmp_path / "crashed"
     assert checkpoint_step(crashed) == 15
     assert [json.loads(line)["step"] for line in (crashed / "metrics.jsonl").read_text().splitlines()] == [8, 16]

@@ -38,7 +38,7 @@ class RunOutcome:
 
 def run_command(run: PlannedRun, root: Path, extra: Sequence[str] = ()) -> list[str]:
     """The command line that trains ``run`` from its plan file (written by :func:`write_plan`)."""
-    return [sys.executable, "-m", "ssl_toolkit", "run", "--config", str(run.plan_file(root)), "--quiet", *extra]
+    return [sys.executable, "-m", "ssl_toolkit", "run", "--config", str(run.plan_file(root)), *extra]
 
 
 def write_plan(runs: Sequence[PlannedRun], root: Path) -> None:
