@@ -11,6 +11,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import torch
 from torch import Tensor, nn
 
 from ssl_toolkit.errors import UserInputError
@@ -27,13 +28,17 @@ class Batch:
     ``y`` holds the class index of labeled images and -1 for unlabeled ones; ``index`` is each
     image's row in the training pool, for algorithms that keep per-sample state. Read a view with
     :meth:`view`; the batch remembers which views were read, so the conformance checks can tell a
-    declared view that is never used.
+    declared view that is never used. ``generator`` is the run's checkpointed generator: an
+    algorithm that needs random numbers of its own (a random direction, a mixing coefficient) draws
+    them from it, so a resumed run draws the same ones.
     """
 
-    def __init__(self, views: dict[str, Tensor], y: Tensor, index: Tensor) -> None:
+    def __init__(self, views: dict[str, Tensor], y: Tensor, index: Tensor,
+                 generator: torch.Generator | None = None) -> None:
         self._views = views
         self.y = y
         self.index = index
+        self.generator = generator
         self.used_views: set[str] = set()
 
     def view(self, name: str) -> Tensor:

@@ -135,7 +135,7 @@ class Trainer:
         index = torch.from_numpy(np.concatenate([labeled, unlabeled])).to(self.device)
         y = self.data.pool_labels[index].clone()
         y[len(labeled) :] = NO_LABEL
-        return Batch(self.views(self.data.pool[index]), y, index)
+        return Batch(self.views(self.data.pool[index]), y, index, self.augment_generator)
 
     def train_step(self, step_index: int) -> dict[str, float]:
         """Take optimizer step ``step_index`` (0-based) and return its losses, weight and lr.
