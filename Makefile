@@ -18,8 +18,10 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/ssl-bench run --algo mean_teacher --dataset digits --labels 50 --seed 0 --overwrite
 
+# Fast unit tests first, so a broken building block fails in seconds; then the end-to-end runs.
 test: $(STAMP)
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests -m "not e2e"
+	$(BIN)/python -m pytest tests -m e2e
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/throughput.py

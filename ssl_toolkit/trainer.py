@@ -16,7 +16,6 @@ from ssl_toolkit.backbones import create_backbone
 from ssl_toolkit.checkpoint import capture_rng_states, load_checkpoint, restore_rng_states, save_checkpoint
 from ssl_toolkit.config import RESUMABLE_KEYS, RunConfig, differences
 from ssl_toolkit.data.augment import AugmentConfig, ViewBuilder
-from ssl_toolkit.data.prepare import prepare_data
 from ssl_toolkit.data.sampling import TwoStreamSampler
 from ssl_toolkit.errors import UserInputError
 from ssl_toolkit.evaluation import best_by_validation, error_rate
@@ -25,6 +24,7 @@ from ssl_toolkit.observers import RunObserver
 from ssl_toolkit.optim import apply_schedule, build_optimizer
 from ssl_toolkit.registry import get_algorithm
 from ssl_toolkit.results import RunFolder, atomic_write_json, write_jsonl
+from ssl_toolkit.run_data import prepare_data
 
 
 class DivergenceError(RuntimeError):

@@ -24,6 +24,8 @@ from official_format_files import idx_bytes, write_mnist
 
 from ssl_toolkit.cli import main
 
+pytestmark = pytest.mark.e2e
+
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = [
     "--dataset", "digits", "--labels", "20", "--steps", "6", "--eval-every", "3", "--batch-size", "32",

@@ -9,6 +9,8 @@ import pytest
 from ssl_toolkit.cli import main
 from ssl_toolkit.testing import tiny_run_flags
 
+pytestmark = pytest.mark.e2e
+
 SMALL = tiny_run_flags(steps=12, eval_every=6)
 
 

@@ -14,6 +14,8 @@ import pytest
 
 from ssl_toolkit.cli import main as cli_main
 
+pytestmark = pytest.mark.e2e
+
 REPO = Path(__file__).resolve().parents[1]
 ALGOS = ("supervised", "mean_teacher")
 SEEDS = (0, 1)

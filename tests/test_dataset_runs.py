@@ -17,6 +17,10 @@ from official_format_files import (
 )
 
 from ssl_toolkit.cli import main
+from ssl_toolkit.config import CONFIG_KEYS, list_presets, resolve_run_config
+from ssl_toolkit.data.sources import get_dataset_spec, list_datasets
+
+pytestmark = pytest.mark.e2e
 
 
 def _cifar100(parent):
@@ -62,7 +66,25 @@ CASES = {
         if write_npz(p / "d.npz", unlabeled=2)
         else None
     ),
+    # Embedded in scikit-learn: nothing to write.
+    "digits": lambda p: (p, []),
 }
+
+
+@pytest.mark.parametrize("dataset", list_datasets())
+def test_every_registered_data_set_has_sample_files_here(dataset):
+    # A new data set gets the short-run test below the moment it adds a sample writer to CASES.
+    assert dataset in CASES, f"data set {dataset!r} is registered but tests/test_dataset_runs.py writes no sample files"
+
+
+@pytest.mark.parametrize("dataset", list_datasets())
+def test_every_registered_data_sets_defaults_resolve_to_a_valid_run_config(dataset):
+    spec = get_dataset_spec(dataset)
+    assert set(spec.run_defaults) <= set(CONFIG_KEYS), "run defaults name RunConfig fields"
+    assert spec.default_preset is None or spec.default_preset in list_presets()
+    config = resolve_run_config({"dataset": dataset, "out": "unused"})
+    assert config.backbone == (spec.backbone if not spec.default_preset else config.backbone)
+    assert config.steps > 0 and 0 < config.labeled_batch_size < config.batch_size and config.eval_every > 0
 
 
 def _short_run(algo, dataset, data_dir) -> list[str]:
@@ -72,7 +94,7 @@ def _short_run(algo, dataset, data_dir) -> list[str]:
             "--backbone", "convnet_tiny", "--threads", "1", "--quiet"]
 
 
-@pytest.mark.parametrize("dataset", sorted(CASES))
+@pytest.mark.parametrize("dataset", list_datasets())
 def test_short_run_on_test_written_official_files(tmp_path, dataset):
     (tmp_path / "data").mkdir()
     data_dir, extra = CASES[dataset](tmp_path / "data")

@@ -13,6 +13,8 @@ from ssl_toolkit.cli import main
 from ssl_toolkit.registry import list_algorithms
 from ssl_toolkit.testing import tiny_trainer
 
+pytestmark = pytest.mark.e2e
+
 OPTIONS = {"steps": 10, "eval_every": 5, "batch_size": 64, "labeled_batch_size": 8}
 
 

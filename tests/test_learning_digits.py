@@ -17,6 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+pytestmark = pytest.mark.e2e
+
 MARGIN_POINTS = 2.0
 ALGORITHMS = ["supervised", "pi_model", "temporal_ensembling", "mean_teacher"]
 

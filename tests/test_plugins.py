@@ -4,9 +4,13 @@ import json
 import sys
 import textwrap
 
+import pytest
+
 from ssl_toolkit.cli import main
 from ssl_toolkit.registry import list_algorithms
 from ssl_toolkit.testing import tiny_run_flags
+
+pytestmark = pytest.mark.e2e
 
 PLUGIN = textwrap.dedent(
     '''

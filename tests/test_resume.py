@@ -24,6 +24,8 @@ from ssl_toolkit.registry import list_algorithms
 from ssl_toolkit.testing import tiny_trainer
 from ssl_toolkit.trainer import Trainer
 
+pytestmark = pytest.mark.e2e
+
 ROOT = Path(__file__).resolve().parents[1]
 # The subprocess runs: evaluations every 10 steps, checkpoints every 7, so a kill often lands
 # after a metrics row that the newest checkpoint does not hold yet.

@@ -1,0 +1,392 @@
+"""Speed of the training loop, measured side by side in one process: ratios, not absolute times.
+
+Usage:
+    python benchmarks/speed.py                 # full (minutes on a CPU)
+    python benchmarks/speed.py --quick         # a short CPU run
+    python benchmarks/speed.py --device cuda --precision bf16 --compile   # on a GPU
+
+Every figure is a ratio of two things timed in the same process, interleaved block by block (A, B,
+A, B, ...) so that load from other processes falls on both, each the median over repeated blocks
+after a warm-up:
+
+- ``step_time_ratio``: each registered algorithm's train_step time over supervised's, same batch
+  and backbone, for convnet_small on 28x28 grayscale and convnet13 on 32x32 RGB;
+- ``engine_overhead``: supervised ``Trainer.train_step`` over a bare PyTorch loop written here
+  (same model, batch, augmentation, optimizer; no engine);
+- ``augment_speedup_vs_dataloader``: images/s of the trainer's batched two-view augmentation over a
+  per-sample torchvision-transforms DataLoader making the same two views of the same images;
+- ``ema_share_of_step``: the teacher update's share of a Mean Teacher step;
+- ``peak_memory_ratio``: peak bytes allocated during a Mean Teacher step over a supervised step
+  (torch.profiler's memory timeline on a CPU, the allocator's peak on CUDA);
+- ``cpu_speedup``: ``fmnist-cpu`` Mean Teacher steps/s now over the same steps at the commit before
+  the performance work (``--base``, a checkout of it), each option combination timed against it.
+
+Writes ``speed.json`` and ``speed.md`` (command, torch version, CPU model, threads) to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from ssl_toolkit.config import resolve_run_config  # noqa: E402
+from ssl_toolkit.data.augment import AugmentConfig, ViewBuilder  # noqa: E402
+from ssl_toolkit.ema import ema_update  # noqa: E402
+from ssl_toolkit.losses import masked_cross_entropy  # noqa: E402
+from ssl_toolkit.registry import list_algorithms  # noqa: E402
+from ssl_toolkit.trainer import Trainer  # noqa: E402
+
+TARGETS = {
+    "step_time_ratio": {"mean_teacher": 1.35, "temporal_ensembling": 1.05, "pi_model": 2.05},
+    "engine_overhead": 1.10,
+    "augment_speedup_vs_dataloader": 10.0,
+    "ema_share_of_step": 0.03,
+    "peak_memory_ratio": 1.15,
+}
+# The commit before the performance work: cpu_speedup times the same steps on a checkout of it.
+BASE_COMMIT = "cdf6528"
+
+
+# -- timing ----------------------------------------------------------------------------------------
+
+
+def interleaved(bodies: dict[str, Callable[[], None]], warmup: int, repeats: int, block: int,
+                sync: Callable[[], None]) -> dict[str, float]:
+    """Median seconds per call of each body, timed in alternating blocks after a warm-up."""
+    for body in bodies.values():
+        for _ in range(warmup):
+            body()
+    sync()
+    times: dict[str, list[float]] = {name: [] for name in bodies}
+    for _ in range(repeats):
+        for name, body in bodies.items():
+            start = time.perf_counter()
+            for _ in range(block):
+                body()
+            sync()
+            times[name].append((time.perf_counter() - start) / block)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def _sync_for(device: torch.device) -> Callable[[], None]:
+    return torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+
+# -- set-ups ---------------------------------------------------------------------------------------
+
+
+def write_rgb32(folder: Path) -> Path:
+    """CIFAR-sized random RGB arrays as an npz data set (the 32x32 ConvNet-13 setting)."""
+    rng = np.random.default_rng(0)
+    path = folder / "rgb32.npz"
+    np.savez(path, x_train=rng.integers(0, 256, (2000, 3, 32, 32), dtype=np.uint8), y_train=np.arange(2000) % 10,
+             x_test=rng.integers(0, 256, (100, 3, 32, 32), dtype=np.uint8), y_test=np.arange(100) % 10)
+    return path
+
+
+def settings(args: argparse.Namespace, folder: Path) -> dict[str, dict]:
+    """The two benchmark settings: convnet_small on Fashion-MNIST, convnet13 on 32x32 RGB."""
+    execution = {"threads": args.threads, "device": args.device, "precision": args.precision,
+                 "compile": args.compile, "channels_last": args.channels_last}
+    fmnist = {"dataset": "fashion_mnist", "backbone": "convnet_small", "batch_size": 64, "labeled_batch_size": 16,
+              "labels": 1000}
+    if not (Path("/usr/share/datasets/fashion-mnist") / "train-images-idx3-ubyte.gz").exists():
+        fmnist = {"dataset": "npz", "data_dir": str(write_gray28(folder)), "backbone": "convnet_small",
+                  "batch_size": 64, "labeled_batch_size": 16, "labels": 100, "val_size": 100}
+    big_batch = (100, 50) if args.device == "cuda" else (32, 16)
+    rgb = {"dataset": "npz", "data_dir": str(write_rgb32(folder)), "backbone": "convnet13", "labels": 500,
+           "val_size": 100, "batch_size": big_batch[0], "labeled_batch_size": big_batch[1]}
+    return {"convnet_small@28x28": {**fmnist, **execution}, "convnet13@32x32": {**rgb, **execution}}
+
+
+def write_gray28(folder: Path) -> Path:
+    rng = np.random.default_rng(1)
+    path = folder / "gray28.npz"
+    np.savez(path, x_train=rng.integers(0, 256, (3000, 1, 28, 28), dtype=np.uint8), y_train=np.arange(3000) % 10,
+             x_test=rng.integers(0, 256, (100, 1, 28, 28), dtype=np.uint8), y_test=np.arange(100) % 10)
+    return path
+
+
+def trainer_for(algo: str, values: dict, folder: Path, steps: int) -> Trainer:
+    config = resolve_run_config({**values, "algo": algo, "steps": steps, "eval_every": steps,
+                                 "out": str(folder / f"{algo}-{len(list(folder.iterdir()))}")})
+    trainer = Trainer(config)
+    trainer.algorithm.train()
+    return trainer
+
+
+def stepper(trainer: Trainer) -> Callable[[], None]:
+    def body() -> None:
+        trainer.train_step(trainer.step)
+        trainer.step += 1
+
+    return body
+
+
+# -- the measurements --------------------------------------------------------------------------------
+
+
+def step_time_ratios(args: argparse.Namespace, folder: Path, values: dict) -> dict[str, float]:
+    steps = args.warmup + args.repeats * args.block + 10
+    trainers = {algo: trainer_for(algo, values, folder, steps) for algo in list_algorithms()}
+    times = interleaved({a: stepper(t) for a, t in trainers.items()}, args.warmup, args.repeats, args.block,
+                        _sync_for(trainers["supervised"].device))
+    return {algo: times[algo] / times["supervised"] for algo in trainers if algo != "supervised"}
+
+
+def bare_loop(trainer: Trainer) -> Callable[[], None]:
+    """Supervised training as a user would write it in plain PyTorch, on the trainer's own data."""
+    import timm
+
+    config, data = trainer.config, trainer.data
+    model = timm.create_model(config.backbone, in_chans=data.pool.shape[1], num_classes=data.num_classes)
+    model.to(trainer.device).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=(config.beta1, config.beta2))
+    generator = torch.Generator(device=trainer.device).manual_seed(0)
+    views = ViewBuilder({"student": "weak"}, data.preprocess,
+                        AugmentConfig(config.translate, config.flip, config.noise), generator)
+    labeled = torch.as_tensor(trainer.data.split.labeled, device=trainer.device)
+    unlabeled = torch.as_tensor(trainer.data.split.unlabeled, device=trainer.device)
+    n_labeled = config.labeled_batch_size
+
+    def body() -> None:
+        rows = torch.cat([labeled[torch.randint(len(labeled), (n_labeled,), device=trainer.device)],
+                          unlabeled[torch.randint(len(unlabeled), (config.batch_size - n_labeled,),
+                                                  device=trainer.device)]])
+        y = data.pool_labels[rows].clone()
+        y[n_labeled:] = -1
+        x = views(data.pool[rows])["student"]
+        loss = masked_cross_entropy(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return body
+
+
+def engine_overhead(args: argparse.Namespace, folder: Path, values: dict) -> float:
+    steps = args.warmup + args.repeats * args.block + 10
+    trainer = trainer_for("supervised", values, folder, steps)
+    times = interleaved({"engine": stepper(trainer), "bare": bare_loop(trainer)}, args.warmup, args.repeats,
+                        args.block, _sync_for(trainer.device))
+    return times["engine"] / times["bare"]
+
+
+def augment_speedup(args: argparse.Namespace, folder: Path, values: dict) -> float:
+    """Two weak views of the same 256 images: batched on the device vs a per-sample DataLoader."""
+    from torch.utils.data import DataLoader, Dataset
+    from torchvision import transforms
+
+    trainer = trainer_for("mean_teacher", values, folder, 10)
+    images = trainer.data.pool[:256]
+    config = trainer.config
+    mean = trainer.data.preprocess.mean.flatten().tolist()
+    std = trainer.data.preprocess.std.flatten().tolist()
+    one_view = transforms.Compose([
+        transforms.ToPILImage(), transforms.RandomCrop(images.shape[-1], padding=config.translate,
+                                                       padding_mode="reflect"),
+        *([transforms.RandomHorizontalFlip()] if config.flip else []), transforms.ToTensor(),
+        transforms.Normalize(mean, std), transforms.Lambda(lambda x: x + config.noise * torch.randn_like(x)),
+    ])
+
+    class TwoViews(Dataset):
+        def __len__(self) -> int:
+            return len(images)
+
+        def __getitem__(self, i: int):
+            image = images[i].cpu()
+            return one_view(image), one_view(image)
+
+    loader = DataLoader(TwoViews(), batch_size=len(images), num_workers=0)
+    views = ViewBuilder({"student": "weak", "teacher": "weak"}, trainer.data.preprocess,
+                        AugmentConfig(config.translate, config.flip, config.noise), trainer.augment_generator)
+    times = interleaved({"batched": lambda: views(images), "dataloader": lambda: next(iter(loader))},
+                        2, args.repeats, 1, _sync_for(trainer.device))
+    return times["dataloader"] / times["batched"]
+
+
+def ema_share(args: argparse.Namespace, folder: Path, values: dict) -> float:
+    steps = args.warmup + args.repeats * args.block + 10
+    trainer = trainer_for("mean_teacher", values, folder, steps)
+    algorithm = trainer.algorithm
+    times = interleaved({"step": stepper(trainer), "ema": lambda: ema_update(algorithm.teacher, algorithm.student,
+                                                                            0.99)},
+                        args.warmup, args.repeats, args.block, _sync_for(trainer.device))
+    return times["ema"] / times["step"]
+
+
+def peak_step_bytes(trainer: Trainer) -> int:
+    """Peak bytes allocated during one train_step, counting what existed before it."""
+    step = stepper(trainer)
+    step()
+    if trainer.device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        step()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated()
+    from torch.profiler import ProfilerActivity, profile
+    from torch.profiler._memory_profiler import Action
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True, with_stack=True) as prof:
+        step()
+    current = peak = 0
+    for _, action, _, size in prof._memory_profile().timeline:
+        if action in (Action.PREEXISTING, Action.CREATE):
+            current += size
+        elif action == Action.DESTROY:
+            current -= size
+        peak = max(peak, current)
+    return peak
+
+
+def peak_memory_ratio(folder: Path, values: dict) -> float:
+    return peak_step_bytes(trainer_for("mean_teacher", values, folder, 10)) / peak_step_bytes(
+        trainer_for("supervised", values, folder, 10))
+
+
+BASE_TIMER = """
+import sys, time, statistics, json, torch
+from ssl_toolkit.config import resolve_run_config
+from ssl_toolkit.trainer import Trainer
+values = json.loads(sys.argv[1]); warmup, repeats, block = map(int, sys.argv[2:5])
+trainer = Trainer(resolve_run_config(values))
+trainer.algorithm.train()
+step = 0
+for _ in range(warmup):
+    trainer.train_step(step); step += 1
+times = []
+for _ in range(repeats):
+    start = time.perf_counter()
+    for _ in range(block):
+        trainer.train_step(step); step += 1
+    times.append((time.perf_counter() - start) / block)
+print(json.dumps(statistics.median(times)))
+"""
+
+
+def time_checkout(checkout: Path, values: dict, args: argparse.Namespace) -> float:
+    """Median seconds per Mean Teacher step of the checkout at ``checkout``, in its own process."""
+    env = {**os.environ, "PYTHONPATH": str(checkout), "OMP_NUM_THREADS": str(args.threads)}
+    result = subprocess.run([sys.executable, "-c", BASE_TIMER, json.dumps(values), str(args.warmup),
+                             str(max(2, args.repeats // 2)), str(args.block)],
+                            cwd=checkout, env=env, capture_output=True, text=True, check=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def cpu_speedup(args: argparse.Namespace, folder: Path) -> dict[str, float]:
+    """fmnist-cpu Mean Teacher: seconds per step of the base checkout over this one, per option set.
+
+    Base and current alternate run by run (B, C, B, C), each in its own process, so both see the
+    same load; the ratio of medians is reported.
+    """
+    steps = args.warmup + args.repeats * args.block + 10
+    common = {"algo": "mean_teacher", "dataset": "fashion_mnist", "threads": args.threads, "device": "cpu",
+              "steps": max(steps, 1000), "eval_every": max(steps, 1000)}
+    options = {"fp32": {}, "channels_last": {"channels_last": True}, "compile": {"compile": True},
+               "compile+channels_last": {"compile": True, "channels_last": True}}
+    if args.quick:
+        options = {"fp32": {}, "channels_last": {"channels_last": True}}
+    base_times, times = [], {name: [] for name in options}
+    for _ in range(args.rounds):
+        base_times.append(time_checkout(args.base, {**common, "out": str(folder / "base")}, args))
+        for name, extra in options.items():
+            times[name].append(time_checkout(REPO, {**common, **extra, "out": str(folder / name)}, args))
+    base = statistics.median(base_times)
+    return {name: base / statistics.median(values) for name, values in times.items()}
+
+
+# -- output ------------------------------------------------------------------------------------------
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def markdown(result: dict) -> str:
+    lines = ["# Training-loop speed (ratios measured in one run)", "", f"Command: `{result['command']}`", "",
+             f"torch {result['torch']}, {result['device_name']}, {result['threads']} thread(s), "
+             f"precision {result['precision']}, compile {result['compile']}, channels_last {result['channels_last']}",
+             "", "| figure | setting | value | target | met |", "|---|---|---:|---:|---|"]
+    for setting, ratios in result["step_time_ratio"].items():
+        for algo, value in ratios.items():
+            target = TARGETS["step_time_ratio"].get(algo)
+            lines.append(_row(f"step_time_ratio {algo}", setting, value, target, lower=True))
+    for key in ("engine_overhead", "ema_share_of_step", "peak_memory_ratio"):
+        lines.append(_row(key, result["main_setting"], result[key], TARGETS[key], lower=True))
+    lines.append(_row("augment_speedup_vs_dataloader", result["main_setting"], result["augment_speedup_vs_dataloader"],
+                      TARGETS["augment_speedup_vs_dataloader"], lower=False))
+    for name, value in (result.get("cpu_speedup") or {}).items():
+        lines.append(_row(f"cpu_speedup ({name})", "fmnist-cpu mean_teacher", value, None, lower=False))
+    return "\n".join(lines) + "\n"
+
+
+def _row(name: str, setting: str, value: float, target: float | None, lower: bool) -> str:
+    met = "—" if target is None else ("yes" if (value <= target if lower else value >= target) else "no")
+    shown = "—" if target is None else (f"≤ {target}" if lower else f"≥ {target}")
+    return f"| {name} | {setting} | {value:.3f} | {shown} | {met} |"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repeats and steps (a short CPU run)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--base", type=Path, default=None,
+                        help=f"a checkout of the commit before the performance work ({BASE_COMMIT}) for cpu_speedup")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    args.warmup, args.repeats, args.block, args.rounds = (3, 5, 5, 2) if args.quick else (10, 11, 10, 3)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        runs = folder / "runs"
+        runs.mkdir()
+        by_setting = settings(args, folder)
+        main_setting = "convnet_small@28x28"
+        result = {
+            "command": " ".join(["python", "benchmarks/speed.py", *sys.argv[1:]]),
+            "torch": torch.__version__, "threads": args.threads, "precision": args.precision,
+            "compile": args.compile, "channels_last": args.channels_last, "main_setting": main_setting,
+            "device_name": torch.cuda.get_device_name() if args.device == "cuda" else cpu_model(),
+            "step_time_ratio": {name: step_time_ratios(args, runs, values) for name, values in by_setting.items()},
+            "engine_overhead": engine_overhead(args, runs, by_setting[main_setting]),
+            "augment_speedup_vs_dataloader": augment_speedup(args, runs, by_setting[main_setting]),
+            "ema_share_of_step": ema_share(args, runs, by_setting[main_setting]),
+            "peak_memory_ratio": peak_memory_ratio(runs, by_setting[main_setting]),
+        }
+        if args.base is not None and args.device == "cpu":
+            result["cpu_speedup"] = cpu_speedup(args, runs)
+    args.out.mkdir(parents=True, exist_ok=True)
+    suffix = "" if args.device == "cpu" else f"-{args.device}-{args.precision}{'-compile' if args.compile else ''}"
+    (args.out / f"speed{suffix}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (args.out / f"speed{suffix}.md").write_text(markdown(result))
+    print(markdown(result))
+
+
+if __name__ == "__main__":
+    main()
