@@ -26,4 +26,4 @@ class Supervised(SSLAlgorithm):
     """
 
     Config = SupervisedConfig
-    views = {"student": "weak", "teacher": "weak"}
+    views = {"student": "weak"}

@@ -43,7 +43,7 @@ class TemporalEnsembling(ConsistencyAlgorithm):
 
     Config = TemporalEnsemblingConfig
     config: TemporalEnsemblingConfig
-    views = {"student": "weak", "teacher": "weak"}
+    views = {"student": "weak"}
 
     def __init__(self, student: nn.Module, config: TemporalEnsemblingConfig, context: DataContext) -> None:
         super().__init__(student, config, context)
@@ -66,9 +66,9 @@ class TemporalEnsembling(ConsistencyAlgorithm):
     @torch.no_grad()
     def post_step(self, info: StepInfo) -> None:
         # The unlabeled stream visits every pool image once per epoch, so record its predictions.
-        from_unlabeled_stream = info.batch.unlabeled
-        index = info.batch.index[from_unlabeled_stream]
-        probs = F.softmax(info.student_logits[from_unlabeled_stream].float(), dim=1)
+        unlabeled_rows = info.batch.unlabeled
+        index = info.batch.index[unlabeled_rows]
+        probs = F.softmax(info.student_logits[unlabeled_rows].float(), dim=1)
         self.epoch_predictions[index] = probs
         self.seen_this_epoch[index] = True
         if info.epoch_ended:

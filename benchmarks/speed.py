@@ -59,7 +59,7 @@ TARGETS = {
     "peak_memory_ratio": 1.15,
 }
 # The commit before the performance work: cpu_speedup times the same steps on a checkout of it.
-BASE_COMMIT = "cdf6528"
+BASE_COMMIT = "b048c9f"
 
 
 # -- timing ----------------------------------------------------------------------------------------

@@ -30,15 +30,17 @@ class Batch:
     :meth:`view`; the batch remembers which views were read, so the conformance checks can tell a
     declared view that is never used. ``generator`` is the run's checkpointed generator: an
     algorithm that needs random numbers of its own (a random direction, a mixing coefficient) draws
-    them from it, so a resumed run draws the same ones.
+    them from it, so a resumed run draws the same ones. The first ``num_labeled`` rows come from the
+    labeled stream and the rest from the unlabeled stream (two-stream batches).
     """
 
     def __init__(self, views: dict[str, Tensor], y: Tensor, index: Tensor,
-                 generator: torch.Generator | None = None) -> None:
+                 generator: torch.Generator | None = None, num_labeled: int | None = None) -> None:
         self._views = views
         self.y = y
         self.index = index
         self.generator = generator
+        self.num_labeled = int((y != NO_LABEL).sum()) if num_labeled is None else num_labeled
         self.used_views: set[str] = set()
 
     def view(self, name: str) -> Tensor:
@@ -53,9 +55,9 @@ class Batch:
         return list(self._views)
 
     @property
-    def unlabeled(self) -> Tensor:
-        """Boolean mask of the images without a label in this batch."""
-        return self.y == NO_LABEL
+    def unlabeled(self) -> slice:
+        """The rows of the unlabeled stream (the batch's tail), as a slice: no host sync to apply it."""
+        return slice(self.num_labeled, None)
 
 
 @dataclass

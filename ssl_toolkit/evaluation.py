@@ -9,10 +9,10 @@ from torch import Tensor, nn
 
 from ssl_toolkit.data.augment import Preprocess
 
-EVAL_BATCH = 500
+EVAL_BATCH = 1000
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def error_rate(
     model: nn.Module,
     images: Tensor,

@@ -9,16 +9,20 @@ from torch import Tensor
 NO_LABEL = -1
 
 
+def _full(x: Tensor) -> Tensor:
+    """Half-precision logits (autocast) in float32, so every loss is summed at least in float32."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 def masked_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
     """Cross-entropy summed over labeled images (target != -1), divided by the whole batch size.
 
     Dividing by the full minibatch size (labeled + unlabeled) rather than the labeled count follows
     the original Mean Teacher PyTorch code; it keeps the supervised term's scale tied to the batch.
     """
-    labeled = targets != NO_LABEL
-    if not bool(labeled.any()):
-        return logits.sum() * 0.0
-    summed = F.cross_entropy(logits[labeled], targets[labeled], reduction="sum")
+    # ignore_index skips the unlabeled rows without a boolean gather (no host sync on a GPU);
+    # the sum over no labeled row is 0, as it should be.
+    summed = F.cross_entropy(_full(logits), targets, reduction="sum", ignore_index=NO_LABEL)
     return summed / logits.shape[0]
 
 
@@ -31,21 +35,21 @@ def softmax_mse(student_logits: Tensor, target_logits: Tensor) -> Tensor:
     if student_logits.shape != target_logits.shape:
         raise ValueError(f"softmax_mse: shapes differ {tuple(student_logits.shape)} vs {tuple(target_logits.shape)}")
     batch, classes = student_logits.shape
-    diff = F.softmax(student_logits, dim=1) - F.softmax(target_logits, dim=1)
+    diff = F.softmax(_full(student_logits), dim=1) - F.softmax(_full(target_logits), dim=1)
     return diff.pow(2).sum() / classes / batch
 
 
 def softmax_kl(student_logits: Tensor, target_logits: Tensor) -> Tensor:
     """``KL(softmax(t) || softmax(s))`` summed over classes, averaged over the batch (paper Figure 4)."""
-    target_log_probs = F.log_softmax(target_logits, dim=1)
-    student_log_probs = F.log_softmax(student_logits, dim=1)
+    target_log_probs = F.log_softmax(_full(target_logits), dim=1)
+    student_log_probs = F.log_softmax(_full(student_logits), dim=1)
     return (target_log_probs.exp() * (target_log_probs - student_log_probs)).sum() / student_logits.shape[0]
 
 
 def logit_distance(head1: Tensor, head2: Tensor) -> Tensor:
     """``sum((head1 - head2)^2) / num_classes / batch_size``: the Mean Teacher logit-distance cost."""
     batch, classes = head1.shape
-    return (head1 - head2).pow(2).sum() / classes / batch
+    return (_full(head1) - _full(head2)).pow(2).sum() / classes / batch
 
 
 def masked_consistency(name: str, student_logits: Tensor, target_probs: Tensor, mask: Tensor) -> Tensor:
@@ -55,6 +59,7 @@ def masked_consistency(name: str, student_logits: Tensor, target_probs: Tensor, 
     size, as for :func:`softmax_mse` (Temporal Ensembling's images without an ensemble target yet).
     """
     batch, classes = student_logits.shape
+    student_logits = _full(student_logits)
     weight = mask.to(student_logits.dtype).unsqueeze(1)
     if name == "kl":
         terms = target_probs * (torch.log(target_probs.clamp(min=1e-12)) - F.log_softmax(student_logits, dim=1))

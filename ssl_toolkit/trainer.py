@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import math
 import os
 import random
 import time
@@ -49,6 +51,16 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """The forward passes' autocast context: fp32 runs without one."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=AUTOCAST_DTYPES[precision])
+
+
 def use_deterministic_algorithms() -> None:
     """Make GPU runs repeatable where torch can: deterministic kernels, no cuDNN autotuning.
 
@@ -94,6 +106,9 @@ class Trainer:
         if config.deterministic:
             use_deterministic_algorithms()
         self.device = pick_device(config.device)
+        if self.device.type == "cuda" and not config.deterministic:
+            # Fixed input shapes every step: let cuDNN pick its fastest kernels once.
+            torch.backends.cudnn.benchmark = True
         state = self._read_checkpoint() if resume else None
         self.data = prepare_data(config, self.device, state.get("preprocess") if state else None)
         split = self.data.split
@@ -111,11 +126,21 @@ class Trainer:
         hparams.validate(self.context)
         student = create_backbone(config.backbone, in_chans=self.data.pool.shape[1], num_classes=self.data.num_classes)
         self.algorithm: SSLAlgorithm = algorithm_cls(student, hparams, self.context).to(self.device)
+        if config.channels_last:
+            self.algorithm.to(memory_format=torch.channels_last)
+        if config.compile:
+            # Module.compile keeps the parameters and state_dict keys, so checkpoints and the EMA
+            # are the same with and without it.
+            for model in self.algorithm.eval_models().values():
+                model.compile()
         self.optimizer = build_optimizer(config, self.algorithm.trainable_parameters())
+        # Only fp16 needs loss scaling; bf16 has fp32's exponent range.
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.precision == "fp16")
         self.augment_generator = torch.Generator(device=self.device)
         self.augment_generator.manual_seed(config.seed)
         augment = AugmentConfig(translate=config.translate, flip=config.flip, noise=config.noise)
         self.views = ViewBuilder(algorithm_cls.views, self.data.preprocess, augment, self.augment_generator)
+        self._zero = torch.zeros((), device=self.device)
         self.step = 0
         self.metrics: list[dict[str, Any]] = []
         self.sums = {"class_loss": 0.0, "consistency_loss": 0.0, "count": 0}
@@ -135,7 +160,10 @@ class Trainer:
         index = torch.from_numpy(np.concatenate([labeled, unlabeled])).to(self.device)
         y = self.data.pool_labels[index].clone()
         y[len(labeled) :] = NO_LABEL
-        return Batch(self.views(self.data.pool[index]), y, index, self.augment_generator)
+        views = self.views(self.data.pool[index])
+        if self.config.channels_last:
+            views = {name: x.contiguous(memory_format=torch.channels_last) for name, x in views.items()}
+        return Batch(views, y, index, self.augment_generator, num_labeled=len(labeled))
 
     def train_step(self, step_index: int) -> dict[str, float]:
         """Take optimizer step ``step_index`` (0-based) and return its losses, weight and lr.
@@ -147,27 +175,31 @@ class Trainer:
         algorithm = self.algorithm
         lr = apply_schedule(self.optimizer, self.config, step_index)
         batch = self.make_batch(step_index)
-        output = algorithm.student(batch.view(algorithm.student_view))
-        logits = algorithm.class_logits(output)
-        class_loss = masked_cross_entropy(logits, batch.y)
         weight = algorithm.consistency_weight(step_index)
-        targets = algorithm.teacher_targets(batch, output)
-        if targets is None:
-            consistency = torch.zeros((), device=self.device)
-        else:
-            consistency = algorithm.consistency_loss(output, targets, batch)
+        with autocast(self.config.precision, self.device):
+            output = algorithm.student(batch.view(algorithm.student_view))
+            logits = algorithm.class_logits(output)
+            class_loss = masked_cross_entropy(logits, batch.y)
+            targets = algorithm.teacher_targets(batch, output)
+            consistency = self._zero if targets is None else algorithm.consistency_loss(output, targets, batch)
+            auxiliary = algorithm.auxiliary_loss(output)
         loss = class_loss + weight * consistency
-        auxiliary = algorithm.auxiliary_loss(output)
         if auxiliary is not None:
             loss = loss + auxiliary
-        if not bool(torch.isfinite(loss)):
-            terms = {"class_loss": class_loss.item(), "consistency_loss": consistency.item()}
+        # One host transfer per step: the NaN stop before the optimizer step needs the loss on the
+        # host anyway, so the logged terms travel with it.
+        total, class_value, consistency_value, auxiliary_value = torch.stack(
+            [loss, class_loss, consistency, self._zero if auxiliary is None else auxiliary]
+        ).float().tolist()
+        if not math.isfinite(total):
+            terms = {"class_loss": class_value, "consistency_loss": consistency_value}
             if auxiliary is not None:
-                terms["auxiliary_loss"] = auxiliary.item()
+                terms["auxiliary_loss"] = auxiliary_value
             raise DivergenceError(step_index + 1, {**terms, "consistency_weight": weight})
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         algorithm.post_step(
             StepInfo(
                 steps_done=step_index + 1,
@@ -176,7 +208,7 @@ class Trainer:
                 student_logits=logits.detach(),
             )
         )
-        return {"class_loss": class_loss.item(), "consistency_loss": consistency.item(), "weight": weight, "lr": lr}
+        return {"class_loss": class_value, "consistency_loss": consistency_value, "weight": weight, "lr": lr}
 
     # -- evaluation and state -------------------------------------------------------------------
     def evaluate(self) -> tuple[dict[str, float | None], dict[str, float]]:
@@ -184,11 +216,12 @@ class Trainer:
         data, logits_of = self.data, self.algorithm.class_logits
         val: dict[str, float | None] = {}
         test: dict[str, float] = {}
-        for name, model in self.algorithm.eval_models().items():
-            has_val = len(data.val_images) > 0
-            val[name] = error_rate(model, data.val_images, data.val_labels, data.preprocess, logits_of) if has_val \
-                else None
-            test[name] = error_rate(model, data.test_images, data.test_labels, data.preprocess, logits_of)
+        with autocast(self.config.precision, self.device):
+            for name, model in self.algorithm.eval_models().items():
+                has_val = len(data.val_images) > 0
+                val[name] = error_rate(model, data.val_images, data.val_labels, data.preprocess, logits_of) \
+                    if has_val else None
+                test[name] = error_rate(model, data.test_images, data.test_labels, data.preprocess, logits_of)
         return val, test
 
     def _state(self, wall_time: float) -> dict[str, Any]:
@@ -204,6 +237,7 @@ class Trainer:
             "wall_time_s": wall_time,
             "rng": capture_rng_states(self.augment_generator),
             "preprocess": self.data.preprocess.state_dict(),
+            "scaler": self.scaler.state_dict(),
         }
 
     def _read_checkpoint(self) -> dict[str, Any]:
@@ -246,6 +280,8 @@ class Trainer:
             self.sums = dict(state["sums"])
             self.wall_time_before = float(state["wall_time_s"])
             restore_rng_states(state["rng"], self.augment_generator)
+            if state.get("scaler") and self.scaler.is_enabled():
+                self.scaler.load_state_dict(state["scaler"])
         except (RuntimeError, ValueError, KeyError, TypeError, AttributeError, IndexError) as error:
             lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [type(error).__name__]
             # load_state_dict puts a header line first and the actual mismatch on the next one.

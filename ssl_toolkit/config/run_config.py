@@ -93,6 +93,11 @@ class RunConfig:
     threads: int | None = setting(None, "CPU threads for torch", role=EXEC, low=1, default_text="torch's")
     deterministic: bool = setting(False, "GPU: deterministic kernels, so a run and its resumed copy match "
                                   "(slower; the CPU needs no flag)", role=EXEC)
+    precision: str = setting("fp32", "autocast precision of the forward passes; fp16 adds a gradient scaler",
+                             role=EXEC, choices=("fp32", "bf16", "fp16"))
+    compile: bool = setting(False, "torch.compile the student (and the teacher, where there is one)", role=EXEC)
+    channels_last: bool = setting(False, "channels-last memory format for the networks and their inputs",
+                                  role=EXEC)
     plugins: list[str] = setting(help="import MODULE (or a .py file) to register more algorithms, data sets or "
                                  "backbones; repeatable", role=EXEC, flag="--plugin", default_factory=list)
     preset: str | None = setting(None, "a shipped preset (ssl-bench list presets)", role=EXEC,
