@@ -174,8 +174,15 @@ def results_without_times(out: Path) -> list[dict[str, str]]:
     return [{key: value for key, value in row.items() if "wall_time" not in key} for row in rows]
 
 
-def test_ray_backend_runs_the_pool_commands_to_the_same_results(tmp_path: Path, capsys) -> None:
-    pytest.importorskip("ray")
+@pytest.fixture
+def local_ray_shut_down_after():
+    ray = pytest.importorskip("ray")
+    yield
+    ray.shutdown()  # the backend leaves the local Ray it started to later calls of the same process
+
+
+def test_ray_backend_runs_the_pool_commands_to_the_same_results(tmp_path: Path, capsys,
+                                                                 local_ray_shut_down_after) -> None:
     pool_out, ray_out = tmp_path / "pool", tmp_path / "ray"
     assert cli_main(sweep_args(pool_out, "--jobs", "2")) == 1
     # The backend starts a local Ray with two (fake) GPUs: Ray hands one to each run.

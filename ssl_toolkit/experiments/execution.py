@@ -128,7 +128,7 @@ def execute(runs: Sequence[PlannedRun], root: Path, execution: Execution, consol
     write_plan(todo, root)
     threads = sorted({run.config.threads or 1 for run in todo}) or [1]
     console.print(f"{len(runs)} runs: {len(finished)} finished already (reused), {len(todo)} to run, "
-                  f"{execution.describe(threads)}", highlight=False)
+                  f"{execution.describe(threads)}", highlight=False, soft_wrap=True)
     with _progress(console, backend) as progress:
         task = progress.add_task("runs", total=len(runs), completed=len(finished))
         with closing(backend.outcomes(todo, root)) as ended:

@@ -29,6 +29,9 @@ STDERR_TAIL_CHARS = 4000
 # reads the config's ``threads``; they get the same count through the environment.
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 GPU_VARIABLE = "CUDA_VISIBLE_DEVICES"
+# How a launcher stops its runs. A run treats SIGTERM as Ctrl-C (step, checkpoint, exit), and unlike
+# SIGINT it is never blocked: a Ray worker starts its children with SIGINT blocked.
+STOP_SIGNAL = signal.SIGTERM
 
 
 @dataclass
@@ -142,6 +145,10 @@ class RunLauncher:
         if code == 0 and run.finished:
             outcome.status = "done"
             return outcome
+        if self.stopping:
+            # Interrupted, not failed: the folder keeps its checkpoint and no error.json, for the next call.
+            outcome.error = "interrupted"
+            return outcome
         if code == 0:
             stderr += "\nthe run exited 0 but wrote no final.json"
         record_failure(outcome, stderr, command)
@@ -157,20 +164,23 @@ class RunLauncher:
             with self.lock:
                 if self.stopping:
                     return 130, "stopped before it started"
+                # A session of its own: the terminal's Ctrl-C reaches only this process, which stops each
+                # run once; a second signal would make a run stop at once, without its checkpoint.
                 process = subprocess.Popen(command, stdout=handle, stderr=subprocess.PIPE, text=True,
-                                           env={**os.environ, **env})
+                                           env={**os.environ, **env}, start_new_session=True)
                 self.processes.add(process)
+            stderr = ""
             try:
-                _, stderr = process.communicate()
+                stderr = _communicate(process)
             except KeyboardInterrupt:
                 # A cancelled Ray task: let the run write its checkpoint before the task ends.
                 self.stop()
-                process.wait()
+                stderr = _communicate(process, interruptible=False)
                 raise
             finally:
                 with self.lock:
                     self.processes.discard(process)
-            handle.write(stderr)
+                handle.write(stderr)
         return process.returncode, stderr
 
     def stop(self) -> None:
@@ -179,7 +189,7 @@ class RunLauncher:
             self.stopping = True
             for process in self.processes:
                 if process.poll() is None:
-                    process.send_signal(signal.SIGINT)
+                    process.send_signal(STOP_SIGNAL)
 
 
 def launch_run(run: PlannedRun, root: Path, env: Mapping[str, str] | None = None) -> RunOutcome:
@@ -199,6 +209,22 @@ def record_failure(outcome: RunOutcome, stderr: str, command: Sequence[str]) -> 
          "setting": run.setting, "config": run.config.to_json()},
         defaults={"error": outcome.error},
     )
+
+
+def _communicate(process: subprocess.Popen, interruptible: bool = True) -> str:
+    """The process's stderr once it has ended; ``interruptible=False`` waits through further Ctrl-Cs.
+
+    Waits in short slices: Ray cancels a task by raising KeyboardInterrupt in its thread, which
+    only lands between slices, not inside one blocking wait.
+    """
+    while True:
+        try:
+            return process.communicate(timeout=0.5)[1]
+        except subprocess.TimeoutExpired:
+            continue
+        except KeyboardInterrupt:
+            if interruptible:
+                raise
 
 
 def _error_line(stderr: str) -> str:

@@ -4,7 +4,8 @@ The task is :func:`ssl_toolkit.experiments.launch.launch_run`, so the command, t
 resume rule, log and error record are the pool's. A run asks Ray for ``threads`` CPUs, and for one
 GPU when GPUs are requested; Ray picks the node and the GPU and sets ``CUDA_VISIBLE_DEVICES`` for the
 task, which the run's process inherits. Ray connects to the cluster named by ``RAY_ADDRESS`` (or one
-``ray.init`` already joined); otherwise it starts a local Ray for the duration of the call.
+``ray.init`` already joined); otherwise it starts a local Ray that later calls in the same process
+reuse (a tuning's rounds) and that Ray shuts down when the process exits.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from ssl_toolkit.experiments.plan import PlannedRun
 INSTALL_HINT = "pip install 'ssl-toolkit[ray]'"
 # How long an interrupted run may take to write its checkpoint before the local Ray is shut down.
 STOP_GRACE_SECONDS = 120
+# The GPUs of the local Ray this process started (None: it started none).
+_local_ray_gpus: list[str] | None = None
 
 
 def require_ray() -> Any:
@@ -62,20 +65,23 @@ class RayBackend:
         return list(self._in_flight)
 
     def _joins_a_cluster(self) -> bool:
-        return self.ray.is_initialized() or bool(os.environ.get("RAY_ADDRESS"))
+        started_here = self.ray.is_initialized() and _local_ray_gpus is not None
+        return bool(os.environ.get("RAY_ADDRESS")) or (self.ray.is_initialized() and not started_here)
 
-    def _start(self) -> bool:
-        """Join the running Ray (or ``RAY_ADDRESS``'s cluster), else start a local one; True if started here."""
+    def _start(self) -> None:
+        """Join the running Ray (or ``RAY_ADDRESS``'s cluster), else start a local one."""
+        global _local_ray_gpus
         if self.ray.is_initialized():
-            return False
+            return
         if os.environ.get("RAY_ADDRESS"):
             self.ray.init(logging_level=logging.WARNING)
-            return False
+            return
         options: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING}
+        _local_ray_gpus = list(self.gpus)
         if self.gpus in ([], [ALL_GPUS]):
             # Ray finds this machine's GPUs itself (those in CUDA_VISIBLE_DEVICES, if set).
             self.ray.init(**options)
-            return True
+            return
         # A local Ray uses the GPUs listed in CUDA_VISIBLE_DEVICES when it starts, and no others.
         saved = os.environ.get(GPU_VARIABLE)
         os.environ[GPU_VARIABLE] = ",".join(self.gpus)
@@ -86,7 +92,6 @@ class RayBackend:
                 os.environ.pop(GPU_VARIABLE)
             else:
                 os.environ[GPU_VARIABLE] = saved
-        return True
 
     def _outcome(self, ref: Any, run: PlannedRun, root: Path) -> RunOutcome:
         try:
@@ -100,7 +105,7 @@ class RayBackend:
     def outcomes(self, runs: Sequence[PlannedRun], root: Path) -> Iterator[RunOutcome]:
         """Run ``runs`` (plan files already written) as Ray tasks; yield each outcome as its run ends."""
         ray = self.ray
-        started_here = self._start()
+        self._start()
         task = ray.remote(launch_run)
         # Absolute paths: a worker's current folder is not the one the command was typed in.
         root = root.absolute()
@@ -112,12 +117,12 @@ class RayBackend:
                     run = waiting.pop()
                     options = {"num_cpus": run.config.threads or 1, "num_gpus": 1 if self.gpus else 0}
                     self.submitted[task.options(**options).remote(run, root)] = run
-                self._in_flight = tuple(run.name for run in self.submitted.values())
+                self._in_flight = tuple(submitted.name for submitted in self.submitted.values())
                 # A timeout keeps the driver responsive to Ctrl-C.
                 done, _ = ray.wait(list(self.submitted), num_returns=1, timeout=0.5)
                 for ref in done:
                     run = self.submitted.pop(ref)
-                    self._in_flight = tuple(run.name for run in self.submitted.values())
+                    self._in_flight = tuple(submitted.name for submitted in self.submitted.values())
                     yield self._outcome(ref, run, root)
         except BaseException:
             # A cancelled task interrupts its run, which writes its checkpoint before the task ends.
@@ -128,6 +133,3 @@ class RayBackend:
             self.submitted.clear()
             self._in_flight = ()
             raise
-        finally:
-            if started_here:
-                ray.shutdown()
