@@ -154,6 +154,10 @@ def test_plan_prints_a_runnable_line_per_unfinished_run(tmp_path: Path, capsys) 
 
     again = plan_lines(out, capsys)
     assert again == lines[:3] + lines[4:]
+    # ``ssl-bench report`` collects what the lines wrote, and nothing of the plan files.
+    assert cli_main(["report", str(out)]) == 0
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert {(row["algorithm"], row["n"]) for row in rows} == {("mean_teacher", "1")}
 
     # An interrupted run (checkpoint, no final.json) is printed with --resume, and that line completes it.
     (finished / "final.json").unlink()
