@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ssl_toolkit.cli.parsing import add_config_flags, config_values
 from ssl_toolkit.errors import UserInputError
+from ssl_toolkit.experiments.execution import ALL_GPUS, BACKENDS, Execution
 
 # Flags that compare/sweep set for every run themselves, and what to give instead.
 REFUSED = {
@@ -75,12 +76,58 @@ def _experiment_parser(commands: argparse._SubParsersAction, name: str, summary:
     own = parser.add_argument_group(name)
     own.add_argument("--dataset", required=True, help="data set name (ssl-bench list datasets)")
     own.add_argument("--seeds", default="0", help="comma list of seeds")
-    own.add_argument("--jobs", type=int, default=1, help="runs at a time")
     own.add_argument("--out", dest="root", type=Path, default=None, help="folder for the run folders and the report")
     own.add_argument("--config", help="JSON/YAML config applied to every run, beneath the flags")
+    add_execution_options(parser)
     add_config_flags(parser, exclude=PER_RUN)
     _refuse(parser, REFUSED)
     return parser
+
+
+def add_execution_options(parser: argparse.ArgumentParser) -> None:
+    """``--jobs``, ``--gpus``, ``--backend`` and ``--plan``: how a command's runs execute (read by
+    :func:`execution_from_args`)."""
+    group = parser.add_argument_group("execution")
+    group.add_argument("--jobs", type=int, default=None,
+                       help="runs at a time (default: one per --gpus entry, else 1; with --backend ray: as many as "
+                            "Ray's resources allow)")
+    group.add_argument("--gpus", default=None, metavar="LIST",
+                       help="all, or a comma list of GPU ids (or GPU-/MIG- UUIDs): job slot i sees only the i-th GPU "
+                            "(CUDA_VISIBLE_DEVICES), round-robin when --jobs exceeds the list; with --backend ray "
+                            "each run takes one GPU that Ray assigns (default: runs see every GPU)")
+    group.add_argument("--backend", choices=BACKENDS, default="local",
+                       help="local: a process pool on this machine; ray: Ray tasks (RAY_ADDRESS's cluster, or a "
+                            "local Ray), optional extra: pip install 'ssl-toolkit[ray]'")
+    group.add_argument("--plan", action="store_true",
+                       help="run nothing: write the plan files and print the shell line of every unfinished run, "
+                            "for a Slurm array or GNU parallel; then ssl-bench report DIR")
+
+
+def parse_gpus(text: str) -> list[str]:
+    """``--gpus``: ``all``, or distinct GPU indices (0,1,...) or UUIDs (GPU-..., MIG-...) as CUDA_VISIBLE_DEVICES
+    takes them."""
+    if text.strip() == ALL_GPUS:
+        return [ALL_GPUS]
+    gpus = parse_names("--gpus", text)
+    for gpu in gpus:
+        if not (gpu.isdigit() or gpu.startswith(("GPU-", "MIG-"))):
+            raise UserInputError(f"--gpus: {gpu!r} is not a GPU; give all, or indices such as 0,1,2,3 "
+                                 f"(or GPU-/MIG- UUIDs from nvidia-smi -L)")
+    return gpus
+
+
+def execution_from_args(args: argparse.Namespace) -> Execution:
+    """The :class:`Execution` that :func:`add_execution_options`' flags ask for; bad values are refused here."""
+    gpus = parse_gpus(args.gpus) if args.gpus is not None else []
+    if gpus and getattr(args, "device", None) == "cpu":
+        raise UserInputError(f"--gpus {args.gpus} with --device cpu: the runs would not use the GPUs; "
+                             f"drop one of them")
+    execution = Execution(jobs=args.jobs, gpus=gpus, backend=args.backend, plan=args.plan)
+    if execution.backend == "ray":
+        from ssl_toolkit.experiments.ray_backend import require_ray
+
+        require_ray()
+    return execution
 
 
 def add_experiment_parsers(commands: argparse._SubParsersAction) -> None:
@@ -126,17 +173,19 @@ def _common(args: argparse.Namespace) -> tuple[dict, list[int]]:
 def cmd_compare(args: argparse.Namespace) -> int:
     from ssl_toolkit.experiments import plan_compare, run_all
 
+    execution = execution_from_args(args)
     values, seeds = _common(args)
     algos = parse_algorithms("--algos", args.algos)
     labels = parse_ints("--labels", args.label_list, 1)
     root = args.root or Path("runs") / f"compare-{args.dataset}"
-    return run_all(plan_compare(algos, args.dataset, labels, seeds, root, values, args.config), args.jobs, root)
+    return run_all(plan_compare(algos, args.dataset, labels, seeds, root, values, args.config), root, execution)
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from ssl_toolkit.experiments import plan_sweep, run_all
     from ssl_toolkit.experiments.plan import parse_grid
 
+    execution = execution_from_args(args)
     values, seeds = _common(args)
     (algo,) = parse_algorithms("--algo", args.algo)
     grid = parse_grid(args.grid, algo)
@@ -151,7 +200,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                              f"{clash[0]}=...; keep one of them")
     labels = parse_ints("--labels", args.label_list, 1) if args.label_list is not None else []
     root = args.root or Path("runs") / f"sweep-{args.dataset}-{algo}"
-    return run_all(plan_sweep(algo, args.dataset, labels, grid, seeds, root, values, args.config), args.jobs, root)
+    return run_all(plan_sweep(algo, args.dataset, labels, grid, seeds, root, values, args.config), root, execution)
 
 
 def cmd_report(args: argparse.Namespace) -> int:

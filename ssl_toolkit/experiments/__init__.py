@@ -1,4 +1,9 @@
-"""Many runs under one fair protocol: plan them (:mod:`.plan`), run them (:mod:`.pool`), report them."""
+"""Many runs under one fair protocol: plan them (:mod:`.plan`), execute them (:mod:`.execution`), report them.
+
+Execution goes through one interface whatever runs the processes: the local pool (:mod:`.pool`),
+Ray (:mod:`.ray_backend`), or a scheduler given the printed command lines (``--plan``); each run is
+one ``ssl-bench run`` process started the same way (:mod:`.launch`).
+"""
 
 from __future__ import annotations
 
@@ -6,25 +11,26 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ssl_toolkit.errors import UserInputError
-from ssl_toolkit.experiments.plan import PlannedRun, check_reusable, plan_compare, plan_sweep
-from ssl_toolkit.experiments.pool import RunOutcome, execute
+from ssl_toolkit.experiments.execution import Execution, execute, print_plan
+from ssl_toolkit.experiments.launch import RunOutcome
+from ssl_toolkit.experiments.plan import PlannedRun, plan_compare, plan_sweep
 
-__all__ = ["PlannedRun", "RunOutcome", "plan_compare", "plan_sweep", "run_all"]
+__all__ = ["Execution", "PlannedRun", "RunOutcome", "execute", "plan_compare", "plan_sweep", "print_plan",
+           "run_all"]
 
 
-def run_all(runs: Sequence[PlannedRun], jobs: int, root: Path) -> int:
-    """Check reuse, run what is not finished, print the report; exit code 1 when any run failed."""
+def run_all(runs: Sequence[PlannedRun], root: Path, execution: Execution) -> int:
+    """Run what is not finished (or only print its commands), then print the report; exit code 1 when any
+    run failed."""
     from rich.console import Console
 
     from ssl_toolkit.report import build_report
 
-    if jobs < 1:
-        raise UserInputError(f"--jobs {jobs} must be a positive integer")
-    check_reusable(runs)
-    root.mkdir(parents=True, exist_ok=True)
+    if execution.plan:
+        print_plan(runs, root)
+        return 0
     try:
-        outcomes = execute(runs, jobs, root)
+        outcomes = execute(runs, root, execution)
     except KeyboardInterrupt:
         print("interrupted: rerun the same command to resume the unfinished runs", file=sys.stderr)
         return 130
