@@ -15,6 +15,20 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ssl_toolkit.observers import RunObserver
 
 
+def run_header(trainer: Any) -> str:
+    """What a run is about to do, with the execution settings it chose: the line every run starts with."""
+    config = trainer.config
+    start = f"steps {trainer.step + 1}..{config.steps}" if trainer.step else f"{config.steps} steps"
+    header = (f"{config.algo} on {config.dataset}, {config.labels} labels, seed {config.seed}: {start} on "
+              f"{trainer.device.type}, {config.threads or 1} thread(s) (--threads), {config.backbone}, "
+              f"precision {config.precision}")
+    estimate = trainer.estimated_seconds()
+    if estimate > 60:
+        # Said before a long run starts, while there is still time to choose a smaller budget.
+        header += f"; about {_clock(estimate)} (estimated from one forward pass)"
+    return header
+
+
 def _errors(row: dict[str, Any]) -> str:
     """``student val 12.0 test 11.5, teacher val ...`` from a metrics row."""
     parts = []
@@ -39,6 +53,7 @@ class ProgressBar(RunObserver):
             TextColumn("{task.fields[losses]}"), TextColumn("{task.fields[errors]}"),
             TimeElapsedColumn(), TimeRemainingColumn(),
         )
+        self.console.print(run_header(trainer), highlight=False)
         self.progress = Progress(*columns, console=self.console)
         self.progress.start()
         self.task = self.progress.add_task(trainer.config.algo, total=trainer.config.steps, completed=trainer.step,
@@ -66,9 +81,7 @@ class PlainLines(RunObserver):
         self.total = trainer.config.steps
         self.first_step = trainer.step
         self.started = time.monotonic()
-        config = trainer.config
-        print(f"{config.algo} on {config.dataset}, {config.labels} labels, seed {config.seed}: "
-              f"steps {trainer.step + 1}..{self.total}", file=self.stream, flush=True)
+        print(run_header(trainer), file=self.stream, flush=True)
 
     def on_evaluation(self, row: dict[str, Any]) -> None:
         elapsed = time.monotonic() - self.started

@@ -128,7 +128,24 @@ def resolve_for_resume(values: dict[str, Any], out: str | Path) -> RunConfig:
     folder = RunFolder(out)
     if not folder.config.is_file():
         raise UserInputError(f"{folder.path} holds no run (no config.json)")
-    return resolve_run_config({**values, "out": str(folder.path)}, folder.config)
+    steps = values.get("steps")
+    if steps is not None and folder.checkpoint.is_file():
+        from ssl_toolkit.checkpoint import load_checkpoint
+
+        # The checkpoint's step is the actual limit: say so, before any setting derived from the old
+        # budget (the lr ramps) could be named instead.
+        state = load_checkpoint(folder.checkpoint)
+        done = state.get("step") if isinstance(state, dict) else None
+        if isinstance(done, int) and steps < done:
+            raise UserInputError(f"--steps {steps}: the checkpoint in {folder.path} is already at step {done}; "
+                                 f"valid: --steps {done} or more")
+    try:
+        return resolve_run_config({**values, "out": str(folder.path)}, folder.config)
+    except UserInputError as error:
+        if steps is None:
+            raise
+        raise UserInputError(f"--steps {steps} does not fit the saved run ({error}); the other settings come "
+                             f"from {folder.config}") from None
 
 
 def resume_run(run_dir: str | Path, *, quiet: bool = False, **changes: Any) -> RunResult:

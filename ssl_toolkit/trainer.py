@@ -100,8 +100,9 @@ class Trainer:
     def __init__(self, config: RunConfig, resume: bool = False) -> None:
         self.config = config
         self.folder = RunFolder(config.out)
-        if config.threads:
-            torch.set_num_threads(config.threads)
+        # One thread unless asked: torch's default (every core) oversubscribes a shared machine and
+        # makes results depend on the machine.
+        torch.set_num_threads(config.threads or 1)
         seed_everything(config.seed)
         if config.deterministic:
             use_deterministic_algorithms()
@@ -123,9 +124,15 @@ class Trainer:
         )
         algorithm_cls = get_algorithm(config.algo)
         hparams = algorithm_cls.Config(**config.hparams)
-        hparams.validate(self.context)
+        try:
+            hparams.validate(self.context)
+        except UserInputError:
+            raise
+        except ValueError as error:  # a plugin's own range check: still one line, naming the algorithm
+            raise UserInputError(f"hyperparameters of {config.algo}: {error}") from None
         student = create_backbone(config.backbone, in_chans=self.data.pool.shape[1], num_classes=self.data.num_classes)
         self.algorithm: SSLAlgorithm = algorithm_cls(student, hparams, self.context).to(self.device)
+        self.forward_seconds = self._check_model()
         if config.channels_last:
             self.algorithm.to(memory_format=torch.channels_last)
         if config.compile:
@@ -148,6 +155,40 @@ class Trainer:
         self.checkpoint_step = 0  # the step of the newest checkpoint on disk (0: none yet)
         if state is not None:
             self._restore(state)
+
+    def _check_model(self) -> float:
+        """Forward one batch of the real images through the student, before anything is written.
+
+        Eval mode and no gradient: no batch-norm statistic, random number or parameter changes, so
+        the run is the same with or without the check. Returns the forward pass's seconds (for an ETA).
+        """
+        student = self.algorithm.student
+        images = self.data.pool[: self.config.batch_size]
+        started = time.perf_counter()
+        student.eval()
+        try:
+            with torch.no_grad():
+                logits = self.algorithm.class_logits(student(self.data.preprocess(images)))
+        except RuntimeError as error:
+            detail = str(error).splitlines()[0][:200]
+            raise UserInputError(
+                f"--backbone {self.config.backbone} cannot take this data set's {tuple(images.shape[1:])} images "
+                f"({detail}); choose a backbone for this image size (ssl-bench list backbones) or --image-size"
+            ) from None
+        finally:
+            student.train()
+        if tuple(logits.shape) != (len(images), self.data.num_classes):
+            raise UserInputError(f"--backbone {self.config.backbone} gives outputs shaped {tuple(logits.shape)}; "
+                                 f"expected ({len(images)}, {self.data.num_classes}) class logits")
+        return time.perf_counter() - started
+
+    def estimated_seconds(self) -> float:
+        """A rough estimate of the remaining training time from the model check's forward pass.
+
+        A step costs about three forward passes (forward and backward) plus one for each further view.
+        """
+        passes = 3 + len(self.algorithm.views) - 1
+        return self.forward_seconds * passes * (self.config.steps - self.step)
 
     # -- one step -------------------------------------------------------------------------------
     def make_batch(self, step_index: int) -> Batch:

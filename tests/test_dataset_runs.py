@@ -78,13 +78,32 @@ def test_every_registered_data_set_has_sample_files_here(dataset):
 
 
 @pytest.mark.parametrize("dataset", list_datasets())
-def test_every_registered_data_sets_defaults_resolve_to_a_valid_run_config(dataset):
+def test_every_registered_data_sets_defaults_resolve_to_a_valid_run_config(dataset, tmp_path):
     spec = get_dataset_spec(dataset)
     assert set(spec.run_defaults) <= set(CONFIG_KEYS), "run defaults name RunConfig fields"
     assert spec.default_preset is None or spec.default_preset in list_presets()
-    config = resolve_run_config({"dataset": dataset, "out": "unused"})
-    assert config.backbone == (spec.backbone if not spec.default_preset else config.backbone)
+    values = {"dataset": dataset, "out": "unused"}
+    if spec.sized_to_data:  # defaults read from the data itself
+        (tmp_path / "data").mkdir()
+        values["data_dir"] = str(CASES[dataset](tmp_path / "data")[0])
+    config = resolve_run_config(values)
     assert config.steps > 0 and 0 < config.labeled_batch_size < config.batch_size and config.eval_every > 0
+
+
+def test_own_data_gets_a_network_validation_set_and_budget_sized_to_it(tmp_path):
+    write_imagefolder(tmp_path / "images", size=12, unlabeled=3)
+    small = resolve_run_config({"dataset": "imagefolder", "data_dir": str(tmp_path / "images"), "out": "x"})
+    assert small.backbone == "convnet_tiny" and small.steps == 500 and small.eval_every == 50
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "big.npz", x_train=rng.integers(0, 256, (2000, 3, 32, 32), dtype=np.uint8),
+             y_train=np.arange(2000) % 10, x_test=rng.integers(0, 256, (50, 3, 32, 32), dtype=np.uint8),
+             y_test=np.arange(50) % 10)
+    big = resolve_run_config({"dataset": "npz", "data_dir": str(tmp_path / "big.npz"), "out": "x"})
+    # 10% validation, then about 30 passes over the 1800 unlabeled images in batches of 48.
+    assert big.backbone == "convnet_small" and big.val_size == 200 and big.steps == round(30 * 1800 / 48)
+    given = resolve_run_config({"dataset": "npz", "data_dir": str(tmp_path / "big.npz"), "out": "x",
+                                "steps": 700, "backbone": "convnet13", "val_size": 0})
+    assert (given.steps, given.backbone, given.val_size) == (700, "convnet13", 0), "what the user gives wins"
 
 
 def _short_run(algo, dataset, data_dir) -> list[str]:

@@ -164,9 +164,7 @@ def _common(args: argparse.Namespace) -> tuple[dict, list[int]]:
 
     values = config_values(args)
     load_plugins(values.get("plugins") or [])
-    if args.threads is None:
-        # The same thread count for every run, whatever --jobs is: results depend on it.
-        values["threads"] = 1
+    # Every run gets the config's thread count (1 unless --threads), whatever --jobs is: results depend on it.
     return values, parse_ints("--seeds", args.seeds, 0)
 
 

@@ -63,13 +63,15 @@ def resolve_run_config(cli: dict[str, Any], config_file: str | Path | None = Non
     load_plugins(given.get("plugins") or [])
     preset_name = given.get("preset") or _dataset_spec(given.get("dataset") or RunConfig.dataset).default_preset
     layers = list(upper)
+    preset_values: dict[str, Any] = {}
     if preset_name:
-        preset = get_preset(preset_name)
-        layers.insert(0, (f"preset {preset_name}", preset.values(given.get("algo") or RunConfig.algo)))
+        preset_values = get_preset(preset_name).values(given.get("algo") or RunConfig.algo)
+        layers.insert(0, (f"preset {preset_name}", preset_values))
     config = RunConfig(**merge_layers(layers))
     config.preset = preset_name
     _resolve_hparams(config)
-    _fill_dataset_defaults(config)
+    reference = _fill_dataset_defaults(config, preset_values)
+    _scale_eval_interval(config, given, reference)
     _fill_derived(config)
     check_settings(config, as_flag=True)
     _check_relations(config)
@@ -91,9 +93,19 @@ def _resolve_hparams(config: RunConfig) -> None:
     config.hparams = algorithm.Config(**typed).as_dict()
 
 
-def _fill_dataset_defaults(config: RunConfig) -> None:
+def _fill_dataset_defaults(config: RunConfig, preset_values: dict[str, Any]) -> dict[str, Any]:
+    """Fill what no layer set from the data set's defaults; returns the defaults' step budget and
+    evaluation interval (the preset's, else the data set's), which a user's own --steps scales."""
     spec = _dataset_spec(config.dataset)
-    for key, value in spec.run_defaults.items():
+    defaults = dict(spec.run_defaults)
+    if spec.sized_to_data:
+        from ssl_toolkit.data.sources import defaults_for_data, load_dataset
+
+        # Reading the data here also checks it before anything is written (the trainer reuses it).
+        arrays = load_dataset(config.dataset, config.data_dir, config.dataset_options())
+        extra = 0 if arrays.x_extra_unlabeled is None else len(arrays.x_extra_unlabeled)
+        defaults = defaults_for_data(arrays, extra)
+    for key, value in defaults.items():
         if getattr(config, key) is None:
             setattr(config, key, value)
     config.labels = 100 if config.labels is None else config.labels
@@ -102,6 +114,20 @@ def _fill_dataset_defaults(config: RunConfig) -> None:
     config.translate = spec.augment.translate if config.translate is None else config.translate
     config.flip = spec.augment.flip if config.flip is None else config.flip
     config.noise = spec.augment.noise if config.noise is None else config.noise
+    return {key: preset_values.get(key, defaults.get(key)) for key in ("steps", "eval_every")}
+
+
+def _scale_eval_interval(config: RunConfig, given: dict[str, Any], reference: dict[str, Any]) -> None:
+    """A --steps of one's own without --eval-every keeps the defaults' number of evaluations.
+
+    The digits defaults evaluate every 250 of 1500 steps; a 300-step run then evaluates every 50,
+    not twice. Steps from a --config file count as given (a saved config.json reruns as it was).
+    """
+    steps, eval_every = reference.get("steps"), reference.get("eval_every")
+    if "eval_every" in given or "steps" not in given or not steps or not eval_every:
+        return
+    if isinstance(config.steps, int) and config.steps > 0:
+        config.eval_every = max(1, min(config.steps, round(eval_every * config.steps / steps)))
 
 
 def _fill_derived(config: RunConfig) -> None:

@@ -90,7 +90,8 @@ class RunConfig:
     out: str | None = setting(None, "run folder", role=EXEC,
                               default_text="runs/<dataset>-<labels>/<algo>/seed<seed>")
     device: str = setting("auto", "where to train", role=EXEC, choices=("auto", "cpu", "cuda"))
-    threads: int | None = setting(None, "CPU threads for torch", role=EXEC, low=1, default_text="torch's")
+    threads: int | None = setting(1, "CPU threads for torch; results on a CPU depend on the thread count, and more "
+                                  "threads than free cores slow a run down many times", role=EXEC, low=1)
     deterministic: bool = setting(False, "GPU: deterministic kernels, so a run and its resumed copy match "
                                   "(slower; the CPU needs no flag)", role=EXEC)
     precision: str = setting("fp32", "autocast precision of the forward passes; fp16 adds a gradient scaler",

@@ -12,6 +12,7 @@ Register your own with the decorator, in a module you pass to ``--plugin``::
 from __future__ import annotations
 
 import fnmatch
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +35,9 @@ class DatasetSpec:
 
     ``load(data_dir, options)`` reads the files (``options``: ``svhn_extra``, ``image_size``,
     ``max_unlabeled`` from the run config); ``run_defaults`` fill the run settings a user leaves
-    out; ``default_preset`` names a preset applied beneath the user's values.
+    out; ``default_preset`` names a preset applied beneath the user's values. ``sized_to_data``
+    data sets (a user's own) get their network, validation size and step budget from the data
+    itself (:func:`defaults_for_data`), read before anything runs.
     """
 
     name: str
@@ -46,6 +49,7 @@ class DatasetSpec:
     description: str = ""
     run_defaults: dict[str, Any] = field(default_factory=dict)
     default_preset: str | None = None
+    sized_to_data: bool = False
 
 
 _DATASETS: dict[str, DatasetSpec] = {}
@@ -81,10 +85,40 @@ def get_dataset_spec(name: str) -> DatasetSpec:
 
 
 def load_dataset(name: str, data_dir: str | Path | None, options: dict[str, Any] | None = None) -> DatasetArrays:
-    """Read data set ``name`` from ``data_dir`` (its default folder when None)."""
+    """Read data set ``name`` from ``data_dir`` (its default folder when None).
+
+    The last arrays read are kept, keyed by the files' path and modification time, so resolving a
+    config from the data (own data sets) and then training it reads the files once.
+    """
     spec = get_dataset_spec(name)
     folder = Path(data_dir if data_dir else spec.default_data_dir).expanduser()
-    return spec.load(folder, options or {})
+    stamp = folder.stat().st_mtime_ns if folder.exists() else None
+    return _load(spec.name, folder, tuple(sorted((options or {}).items())), stamp)
+
+
+@functools.lru_cache(maxsize=1)
+def _load(name: str, folder: Path, options: tuple, stamp: int | None) -> DatasetArrays:
+    return get_dataset_spec(name).load(folder, dict(options))
+
+
+def defaults_for_data(arrays: DatasetArrays, extra_unlabeled: int = 0) -> dict[str, Any]:
+    """Run settings sized to a user's own data, for those the user did not give.
+
+    A network for the image size (convnet_tiny up to 12 pixels, convnet_small up to 40, ConvNet-13
+    above), a stratified 10% validation set (at most 5000 images), and a step budget of about 30
+    passes over the unlabeled stream, between 500 and 10,000 steps, with ten evaluations.
+    """
+    side = min(arrays.x_train.shape[2:])
+    backbone = "convnet_tiny" if side <= 12 else "convnet_small" if side <= 40 else "convnet13"
+    n_train = len(arrays.y_train)
+    val_size = min(5000, round(0.1 * n_train)) if n_train >= 10 * arrays.num_classes else 0
+    batch_size, labeled_batch_size = 64, 16
+    unlabeled = n_train - val_size + extra_unlabeled
+    steps = int(min(10_000, max(500, round(30 * unlabeled / (batch_size - labeled_batch_size)))))
+    labels = min(100, max(arrays.num_classes, (n_train - val_size) // 2))
+    return {"backbone": backbone, "val_size": val_size, "batch_size": min(batch_size, unlabeled + labeled_batch_size),
+            "labeled_batch_size": labeled_batch_size, "steps": steps, "eval_every": max(1, steps // 10),
+            "labels": labels}
 
 
 # -- the shipped data sets ------------------------------------------------------------------------
@@ -92,7 +126,6 @@ def load_dataset(name: str, data_dir: str | Path | None, options: dict[str, Any]
 _MNIST_RUN = {"steps": 2000, "batch_size": 64, "labeled_batch_size": 16, "eval_every": 500, "labels": 1000}
 # The paper's ConvNet settings: 100 images per batch; 150k (CIFAR) / 180k (SVHN) steps.
 _PAPER_RUN = {"steps": 150_000, "batch_size": 100, "labeled_batch_size": 50, "eval_every": 5000}
-_OWN_DATA_RUN = {"steps": 10_000, "batch_size": 100, "labeled_batch_size": 25, "eval_every": 1000, "labels": 100}
 _PAPER_NOISE = AugmentConfig(translate=2, flip=False, noise=0.15)
 _PAPER_NOISE_FLIP = AugmentConfig(translate=2, flip=True, noise=0.15)
 
@@ -175,7 +208,7 @@ def load_stl10(data_dir: Path, options: dict[str, Any]) -> DatasetArrays:
     return read_stl10(data_dir, max_unlabeled=options.get("max_unlabeled"))
 
 
-@register_dataset("imagefolder", augment=_PAPER_NOISE_FLIP, default_data_dir="data", run_defaults=_OWN_DATA_RUN,
+@register_dataset("imagefolder", augment=_PAPER_NOISE_FLIP, default_data_dir="data", sized_to_data=True,
                   description="your images: --data-dir with train/ and test/, one folder per class "
                               "(--image-size to resize)")
 def load_imagefolder(data_dir: Path, options: dict[str, Any]) -> DatasetArrays:
@@ -184,7 +217,7 @@ def load_imagefolder(data_dir: Path, options: dict[str, Any]) -> DatasetArrays:
     return read_imagefolder(data_dir, image_size=options.get("image_size"))
 
 
-@register_dataset("npz", augment=_PAPER_NOISE, default_data_dir="data.npz", run_defaults=_OWN_DATA_RUN,
+@register_dataset("npz", augment=_PAPER_NOISE, default_data_dir="data.npz", sized_to_data=True,
                   description="your arrays: --data-dir FILE.npz with x_train, y_train, x_test, y_test "
                               "(+ x_unlabeled)")
 def load_npz(data_dir: Path, options: dict[str, Any]) -> DatasetArrays:
