@@ -9,10 +9,12 @@ import numpy as np
 import torch
 
 from ssl_toolkit.config import RunConfig
+from ssl_toolkit.data.arrays import DatasetArrays
 from ssl_toolkit.data.augment import Normalizer, Preprocess
 from ssl_toolkit.data.sources import load_dataset
 from ssl_toolkit.data.splits import Split, make_split
 from ssl_toolkit.data.zca import ZCAWhitener
+from ssl_toolkit.errors import UserInputError
 from ssl_toolkit.losses import NO_LABEL
 
 # Preprocessing statistics come from at most this many unlabeled training images.
@@ -39,8 +41,71 @@ class PreparedData:
     class_names: list[str] | None
 
 
+def resize_images(images: np.ndarray, size: int) -> np.ndarray:
+    """uint8 images ``(N, C, H, W)`` resized to ``size x size`` with Pillow's bicubic filter.
+
+    The same filter resizes image-folder files as they are read and the files given to
+    ``ssl-bench predict``, so a model sees its inputs resized one way. Images already of that size
+    come back unchanged.
+    """
+    from PIL import Image
+
+    if images.shape[2:] == (size, size):
+        return images
+    out = np.empty((len(images), images.shape[1], size, size), np.uint8)
+    for i, image in enumerate(images):
+        if image.shape[0] == 3:
+            resized = Image.fromarray(np.ascontiguousarray(image.transpose(1, 2, 0)), "RGB")
+            out[i] = np.asarray(resized.resize((size, size), Image.Resampling.BICUBIC)).transpose(2, 0, 1)
+            continue
+        for channel, plane in enumerate(image):  # Pillow filters each channel of an image alone
+            resized = Image.fromarray(plane, "L").resize((size, size), Image.Resampling.BICUBIC)
+            out[i, channel] = np.asarray(resized, dtype=np.uint8)
+    return out
+
+
+def load_arrays(config: RunConfig) -> DatasetArrays:
+    """The data set's arrays, resized to ``config.image_size`` when it is set."""
+    arrays = load_dataset(config.dataset, config.data_dir, config.dataset_options())
+    if config.image_size is not None:
+        arrays.x_train = resize_images(arrays.x_train, config.image_size)
+        arrays.x_test = resize_images(arrays.x_test, config.image_size)
+        if arrays.x_extra_unlabeled is not None:
+            arrays.x_extra_unlabeled = resize_images(arrays.x_extra_unlabeled, config.image_size)
+    return arrays
+
+
+def backbone_normalizer(backbone: str, channels: int) -> Normalizer:
+    """The mean and std in the backbone's timm ``pretrained_cfg``, for ``channels`` input channels.
+
+    Grayscale input to an RGB backbone takes the mean of the three channels' values, matching the
+    summed RGB filters that adapt a pretrained first convolution to one channel.
+    """
+    import timm.models
+
+    cfg = timm.models.get_pretrained_cfg(backbone)
+    if cfg is None or cfg.mean is None or cfg.std is None:
+        raise UserInputError(
+            f"--normalization backbone: backbone {backbone!r} declares no mean and std in its timm pretrained_cfg; "
+            f"valid: --normalization fit, or a timm model with pretrained weights (e.g. resnet18)"
+        )
+    mean, std = torch.tensor(cfg.mean, dtype=torch.float32), torch.tensor(cfg.std, dtype=torch.float32)
+    if len(mean) != channels:
+        if channels != 1:
+            raise UserInputError(f"--normalization backbone: backbone {backbone!r} normalizes {len(mean)} channels "
+                                 f"but the data has {channels}; valid: --normalization fit")
+        mean, std = mean.mean(dim=0, keepdim=True), std.mean(dim=0, keepdim=True)
+    return Normalizer(mean, std)
+
+
 def fit_preprocess(config: RunConfig, pool: torch.Tensor, split: Split) -> Preprocess:
-    """Fit the input statistics on the training pool only (never validation or test images)."""
+    """Fit the input statistics on the training pool only (never validation or test images), or take
+    the backbone's own (``--normalization backbone``)."""
+    if config.normalization == "backbone":
+        if config.zca:
+            raise UserInputError("--zca and --normalization backbone exclude each other: whiten the inputs, or "
+                                 "standardize them as the backbone's pretrained weights expect")
+        return backbone_normalizer(config.backbone, pool.shape[1])
     sample = split.unlabeled[np.random.default_rng(0).permutation(len(split.unlabeled))[:FIT_SAMPLE]]
     fit_images = pool[torch.from_numpy(np.sort(sample)).to(pool.device)]
     return ZCAWhitener.fit(fit_images) if config.zca else Normalizer.fit(fit_images)
@@ -60,7 +125,7 @@ def prepare_data(
 
     ``preprocess_state`` (from a checkpoint) restores the saved statistics instead of refitting them.
     """
-    arrays = load_dataset(config.dataset, config.data_dir, config.dataset_options())
+    arrays = load_arrays(config)
     extra = arrays.x_extra_unlabeled
     split = make_split(
         config.dataset, arrays.y_train, arrays.num_classes, config.labels, config.val_size, config.seed,
