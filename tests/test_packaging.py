@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import ast
+import functools
 import importlib.metadata
+import json
+import os
 import re
+import shutil
+import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -56,8 +62,13 @@ def third_party_imports() -> dict[str, dict[str, bool]]:
     return found
 
 
+@functools.cache
+def installed_distributions() -> dict[str, list[str]]:
+    return importlib.metadata.packages_distributions()
+
+
 def distribution_of(module: str) -> str:
-    distributions = importlib.metadata.packages_distributions().get(module)
+    distributions = installed_distributions().get(module)
     assert distributions, f"{module} is imported but no installed distribution provides it"
     return canonicalize_name(distributions[0])
 
@@ -111,3 +122,48 @@ def test_every_subpackage_is_listed_for_installation():
     on_disk = {".".join(path.parent.relative_to(ROOT).parts) for path in (ROOT / "ssl_toolkit").rglob("__init__.py")
                if "algorithms" not in path.relative_to(ROOT / "ssl_toolkit").parts}
     assert on_disk <= listed, f"not installed by pip install .: {sorted(on_disk - listed)}"
+
+
+def fake_distribution(site: Path, name: str, version: str, requires: str = "") -> None:
+    """Metadata of an installed distribution, without its code: all that pip's resolver reads."""
+    info = site / f"{name}-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n{requires}")
+    (info / "INSTALLER").write_text("pip\n")
+    (info / "RECORD").write_text("")
+
+
+def test_pip_install_into_an_environment_with_another_compatible_torch_keeps_it(tmp_path):
+    """``pip install .`` where a user's torch 2.5.1 CUDA build is installed: pip's resolver must install
+    this package alone. Offline and without installing: ``--dry-run --no-index``, so a resolver that
+    wanted another torch could only fail."""
+    pytest.importorskip("setuptools")  # the metadata is built without an isolated build environment
+    environment = tmp_path / "env"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(environment)], check=True)
+    python = environment / "bin" / "python"
+    site = Path(subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                               check=True, capture_output=True, text=True).stdout.strip())
+    # Every distribution installed here except torch, torchvision and this project ...
+    skip = re.compile(r"(torch|torchvision|ssl_toolkit|ssl-toolkit|__editable__.*ssl_toolkit.*)([-.].*)?$")
+    for entry in Path(sysconfig.get_paths()["purelib"]).iterdir():
+        if not skip.match(entry.name):
+            (site / entry.name).symlink_to(entry)
+    # ... and, as a user's own CUDA build, torch 2.5.1 with its torchvision.
+    fake_distribution(site, "torch", "2.5.1+cu121")
+    fake_distribution(site, "torchvision", "0.20.1+cu121", "Requires-Dist: torch==2.5.1\n")
+    source = tmp_path / "source"  # building metadata writes an egg-info folder: not into the checkout
+    source.mkdir()
+    for item in ("pyproject.toml", "README.md", "ssl_toolkit", "algorithms"):
+        copy = shutil.copytree if (ROOT / item).is_dir() else shutil.copy
+        copy(ROOT / item, source / item, **({"ignore": shutil.ignore_patterns("algorithms", "__pycache__")}
+                                            if item == "ssl_toolkit" else {}))
+    environ = {key: value for key, value in os.environ.items() if not key.startswith("PIP_")}
+    environ["PIP_CONFIG_FILE"] = os.devnull  # no machine-wide index, find-links or constraints
+    report = tmp_path / "report.json"
+    pip = [sys.executable, "-m", "pip", "--python", str(python), "install", "--dry-run", "--no-index",
+           "--no-build-isolation", "--report", str(report), str(source)]
+    result = subprocess.run(pip, capture_output=True, text=True, env=environ, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    installs = [(item["metadata"]["name"], item["metadata"]["version"]) for item in json.loads(report.read_text())
+                ["install"]]
+    assert installs == [("ssl-toolkit", PROJECT["version"])]
