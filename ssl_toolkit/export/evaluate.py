@@ -64,7 +64,9 @@ def evaluate_export(folder: str | Path, data_dir: str | None = None, device: str
     saved = record["run_config"]
     load_plugins(saved.get("plugins") or [])
     known = {key: value for key, value in saved.items() if key in RunConfig.__dataclass_fields__}
-    config = RunConfig(**{**known, **({"data_dir": data_dir} if data_dir else {})})
+    # Only the test set is evaluated: leave SVHN's extra and STL-10's unlabeled images unread.
+    config = RunConfig(**{**known, "svhn_extra": False, "max_unlabeled": 1,
+                          **({"data_dir": data_dir} if data_dir else {})})
     target = pick_device(device or config.device)
     if config.threads:
         torch.set_num_threads(config.threads)

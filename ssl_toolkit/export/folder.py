@@ -149,7 +149,10 @@ def read_export_config(folder: str | Path) -> dict[str, Any]:
     if missing:
         raise UserInputError(f"{folder} is not an export (missing {', '.join(missing)}); "
                              f"valid: a folder written by ssl-bench export")
-    config = json.loads((folder / CONFIG_FILE).read_text())
+    try:
+        config = json.loads((folder / CONFIG_FILE).read_text())
+    except ValueError as error:
+        raise UserInputError(f"{folder / CONFIG_FILE} is not valid JSON ({error})") from None
     if not isinstance(config, dict) or not isinstance(config.get("ssl_bench"), dict):
         raise UserInputError(f"{folder / CONFIG_FILE} was not written by ssl-bench export (no ssl_bench entry)")
     return config
