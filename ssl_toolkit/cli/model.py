@@ -48,7 +48,8 @@ def add_model_parsers(commands: argparse._SubParsersAction) -> None:
     )
     predict.add_argument("export_dir", help="the export folder (written by ssl-bench export)")
     predict.add_argument("inputs", nargs="+", help="image files (.png, .jpg, ...) or .npz files")
-    predict.add_argument("--top", type=int, default=3, help="how many classes to show per image (default: 3)")
+    predict.add_argument("--top", type=int, help="how many classes to show per image (default: 3, or every class "
+                                                 "of a model with fewer)")
     predict.add_argument("--csv", help="also write the predictions to this CSV file "
                                        "(input, rank, class_index, class, probability)")
     predict.add_argument("--device", choices=DEVICES, default="cpu", help="where to run the model (default: cpu)")

@@ -20,6 +20,7 @@ from ssl_toolkit.export.folder import ExportedPreprocess
 
 NPZ_KEYS = ("images", "x_test")
 PREDICT_BATCH = 256
+DEFAULT_TOP = 3
 
 
 @dataclass(frozen=True)
@@ -81,10 +82,12 @@ def read_inputs(paths: list[str | Path], preprocess: ExportedPreprocess) -> tupl
 
 
 @torch.no_grad()
-def predict(model: nn.Module, preprocess: ExportedPreprocess, images: np.ndarray, names: list[str], top: int = 3,
-            batch_size: int = PREDICT_BATCH) -> list[Prediction]:
-    """The ``top`` most probable classes of each image (softmax of the model's logits)."""
+def predict(model: nn.Module, preprocess: ExportedPreprocess, images: np.ndarray, names: list[str],
+            top: int | None = None, batch_size: int = PREDICT_BATCH) -> list[Prediction]:
+    """The ``top`` most probable classes of each image (softmax of the model's logits); ``None``: 3, or
+    every class of a model with fewer."""
     classes = len(preprocess.class_names)
+    top = min(DEFAULT_TOP, classes) if top is None else top
     if not 1 <= top <= classes:
         raise UserInputError(f"--top {top} is out of range; valid: 1..{classes} (the model's classes)")
     device = next(model.parameters()).device
