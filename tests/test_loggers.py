@@ -8,6 +8,7 @@ import math
 import signal
 import struct
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -134,6 +135,12 @@ def test_wandb_offline_run_history_holds_the_logged_scalars(tmp_path, monkeypatc
     pytest.importorskip("wandb")
     for variable in ("WANDB_MODE", "WANDB_DIR", "WANDB_PROJECT", "WANDB_RUN_ID"):
         monkeypatch.delenv(variable, raising=False)
+    # W&B's own caches and scratch folders go to the test's folder, not the home and temp folders.
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    for variable in ("WANDB_CACHE_DIR", "WANDB_DATA_DIR", "WANDB_CONFIG_DIR", "WANDB_ARTIFACT_DIR", "TMPDIR"):
+        monkeypatch.setenv(variable, str(scratch))
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     out = tmp_path / "run"
     assert main(["run", "--algo", "mean_teacher", *RUN, "--out", str(out), "--logger", "wandb"]) == 0
     logs = list((out / "logs" / "wandb").glob("offline-run-*/run-*.wandb"))
