@@ -116,6 +116,8 @@ def test_a_bad_pretrained_file_stops_the_run_before_anything_is_written(tmp_path
 def test_backbone_normalization_needs_a_backbone_that_declares_one(tmp_path):
     with pytest.raises(UserInputError, match="backbone 'convnet_tiny' declares no mean and std"):
         tiny_trainer("supervised", tmp_path / "run", normalization="backbone")
+    with pytest.raises(UserInputError, match="--zca and --normalization backbone exclude each other"):
+        tiny_trainer("supervised", tmp_path / "run", normalization="backbone", zca=True, backbone="test_resnet")
 
 
 def test_image_size_resizes_any_data_set_with_pillows_bicubic(tmp_path):

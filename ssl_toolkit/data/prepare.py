@@ -78,8 +78,9 @@ def load_arrays(config: RunConfig) -> DatasetArrays:
 def backbone_normalizer(backbone: str, channels: int) -> Normalizer:
     """The mean and std in the backbone's timm ``pretrained_cfg``, for ``channels`` input channels.
 
-    Grayscale input to an RGB backbone takes the mean of the three channels' values, matching the
-    summed RGB filters that adapt a pretrained first convolution to one channel.
+    Grayscale input to an RGB backbone takes the mean of the three channels' values: the pretrained
+    first convolution, its RGB filters summed, then sees a gray image as it saw (g, g, g) up to the
+    channels' differences in mean and std.
     """
     import timm.models
 
