@@ -5,12 +5,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install run test bench lint clean
 
-# torch/torchvision are pinned in pyproject.toml; installing them first keeps pip's resolver
-# from ever considering another torch build.
-$(STAMP): pyproject.toml
+# pyproject.toml declares ranges; constraints.txt pins the exact versions the project is tested with
+# (torch and torchvision included), so pip never considers another torch build here.
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)

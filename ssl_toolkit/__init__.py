@@ -9,6 +9,7 @@ from ssl_toolkit.algorithm import (
     SSLAlgorithm,
     StepInfo,
 )
+from ssl_toolkit.export import load_exported
 from ssl_toolkit.registry import get_algorithm, list_algorithms, register_algorithm
 
 __version__ = "0.1.0"
@@ -23,5 +24,6 @@ __all__ = [
     "StepInfo",
     "get_algorithm",
     "list_algorithms",
+    "load_exported",
     "register_algorithm",
 ]

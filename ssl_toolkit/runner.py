@@ -14,6 +14,7 @@ from typing import Any
 
 from ssl_toolkit.config import RESUMABLE_KEYS, RunConfig, differences, read_config_file, resolve_run_config
 from ssl_toolkit.errors import UserInputError
+from ssl_toolkit.loggers import build_loggers, check_loggers, remove_logs
 from ssl_toolkit.results import RunFolder, write_error
 
 RUN_FILES = ("config.json", "split.json", "metrics.jsonl", "checkpoint.pt", "final.json", "error.json")
@@ -77,6 +78,7 @@ def clear_run_files(path: Path) -> None:
         (path / name).unlink(missing_ok=True)
     for stale in path.glob(".*.tmp"):
         stale.unlink()
+    remove_logs(path)
 
 
 def execute_run(config: RunConfig, *, resume: bool = False, overwrite: bool = False, quiet: bool = False) -> RunResult:
@@ -90,6 +92,7 @@ def execute_run(config: RunConfig, *, resume: bool = False, overwrite: bool = Fa
     from ssl_toolkit.trainer import DivergenceError, Trainer
 
     clear = check_folder(config, resume=resume, overwrite=overwrite)
+    check_loggers(config.loggers)
     # The data, split, hyperparameter ranges, model and checkpoint are all checked here, so bad
     # input is refused before any file is written or removed.
     trainer = Trainer(config, resume=resume)
@@ -101,9 +104,11 @@ def execute_run(config: RunConfig, *, resume: bool = False, overwrite: bool = Fa
                          f"the run in {folder.path} is already complete ({trainer.step} steps); "
                          f"add --steps N to extend it")
     stop = StopRequest()
+    # Observers are built here only, so a distributed run can give them to rank 0 alone.
+    observers = [*progress_observers(quiet), *build_loggers(config)]
     try:
         with stop.installed():
-            final = trainer.run(progress_observers(quiet), should_stop=stop)
+            final = trainer.run(observers, should_stop=stop)
     except DivergenceError as error:
         write_error(folder.error, {"error": str(error), "step": error.step, "checkpoint_step": trainer.checkpoint_step})
         kept = [f"the checkpoint of step {trainer.checkpoint_step}"] if trainer.checkpoint_step else []

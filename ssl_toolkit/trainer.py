@@ -130,7 +130,9 @@ class Trainer:
             raise
         except ValueError as error:  # a plugin's own range check: still one line, naming the algorithm
             raise UserInputError(f"hyperparameters of {config.algo}: {error}") from None
-        student = create_backbone(config.backbone, in_chans=self.data.pool.shape[1], num_classes=self.data.num_classes)
+        # A resumed run takes its weights from the checkpoint, not from the pretrained file.
+        student = create_backbone(config.backbone, in_chans=self.data.pool.shape[1], num_classes=self.data.num_classes,
+                                  pretrained_file=None if resume else config.pretrained_file)
         self.algorithm: SSLAlgorithm = algorithm_cls(student, hparams, self.context).to(self.device)
         self.forward_seconds = self._check_model()
         if config.channels_last:

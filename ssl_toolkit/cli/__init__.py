@@ -1,4 +1,4 @@
-"""The ``ssl-bench`` command: run | resume | list | compare | sweep | tune | report."""
+"""The ``ssl-bench`` command: run | resume | list | compare | sweep | tune | report | export | evaluate | predict."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from ssl_toolkit.errors import UserInputError
 def build_parser() -> OneLineParser:
     from ssl_toolkit.cli.experiments import add_experiment_parsers
     from ssl_toolkit.cli.listing import add_list_parser
+    from ssl_toolkit.cli.model import add_model_parsers
     from ssl_toolkit.cli.run import add_run_parser
 
     parser = OneLineParser(prog="ssl-bench", description="Semi-supervised learning benchmark toolkit")
@@ -18,6 +19,7 @@ def build_parser() -> OneLineParser:
     add_run_parser(commands)
     add_list_parser(commands)
     add_experiment_parsers(commands)
+    add_model_parsers(commands)
     return parser
 
 

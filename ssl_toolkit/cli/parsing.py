@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import typing
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -48,7 +49,7 @@ def _number_parser(kind: type) -> Callable[[str], Any]:
 def _help(info: SettingInfo) -> str:
     if info.default_text is not None and info.default is None:
         default = info.default_text
-    elif info.name in ("hparams", "plugins"):
+    elif info.default in ({}, []):
         default = "none"
     else:
         default = info.default
@@ -73,8 +74,9 @@ def add_config_flags(parser: argparse.ArgumentParser, roles: Iterable[Role] = tu
         if info.name == "hparams":
             group.add_argument(flag, dest="sets", action="append", default=[], metavar="KEY=VALUE",
                                help=help_text)
-        elif info.name == "plugins":
-            group.add_argument(flag, action="append", metavar="MODULE", **common)
+        elif typing.get_origin(info.base_type) is list:
+            metavar = "{" + ",".join(info.choices) + "}" if info.choices else info.flag_name.lstrip("-").upper()
+            group.add_argument(flag, action="append", metavar=metavar, choices=info.choices, **common)
         elif info.base_type is bool:
             group.add_argument(flag, action=argparse.BooleanOptionalAction, **common)
         elif info.base_type in (int, float):

@@ -104,7 +104,7 @@ def _fill_dataset_defaults(config: RunConfig, preset_values: dict[str, Any]) -> 
         # Reading the data here also checks it before anything is written (the trainer reuses it).
         arrays = load_dataset(config.dataset, config.data_dir, config.dataset_options())
         extra = 0 if arrays.x_extra_unlabeled is None else len(arrays.x_extra_unlabeled)
-        defaults = defaults_for_data(arrays, extra)
+        defaults = defaults_for_data(arrays, extra, config.image_size)
     for key, value in defaults.items():
         if getattr(config, key) is None:
             setattr(config, key, value)

@@ -17,6 +17,7 @@ from ssl_toolkit.settings import Role, names_with_role, setting, settings_of
 ID, EXEC = Role.IDENTITY, Role.EXECUTION
 DATASET_DEFAULT = "the data set's"
 MAX_SEED = 2**32 - 1  # numpy's global seed is 32-bit
+LOGGER_NAMES = ("csv", "tensorboard", "wandb")
 
 
 @dataclass
@@ -40,6 +41,9 @@ class RunConfig:
                         high=MAX_SEED)
     backbone: str | None = setting(None, "network: ssl-bench list backbones, or any timm model name", role=ID,
                                    default_text=DATASET_DEFAULT)
+    pretrained_file: str | None = setting(None, "start the backbone from these weights (.safetensors, or a torch "
+                                          "state dict read with weights_only=True); the classifier starts fresh for "
+                                          "the data set's classes", default_text="random initialization")
     steps: int | None = setting(None, "optimizer steps: the whole budget", low=1, default_text=DATASET_DEFAULT)
     batch_size: int | None = setting(None, "images per step, labeled + unlabeled", low=1,
                                      default_text=DATASET_DEFAULT)
@@ -70,9 +74,13 @@ class RunConfig:
     noise: float | None = setting(None, "std of the Gaussian noise added to the normalized input", low=0.0,
                                   default_text=DATASET_DEFAULT)
     zca: bool = setting(False, "ZCA-whiten the inputs (the papers' CIFAR runs)")
+    normalization: str = setting("fit", "input standardization: the training images' per-channel mean and std "
+                                 "(fit), or the backbone's pretrained_cfg mean and std (backbone, for "
+                                 "--pretrained-file)",
+                                 choices=("fit", "backbone"))
     # Data set options.
     svhn_extra: bool = setting(False, "SVHN: add extra_32x32.mat to the unlabeled pool")
-    image_size: int | None = setting(None, "imagefolder: resize every image to SIZE x SIZE", low=1,
+    image_size: int | None = setting(None, "resize every image to SIZE x SIZE as it is read (bicubic)", low=1,
                                      default_text="the images' own size")
     max_unlabeled: int | None = setting(None, "STL-10: read at most N images of unlabeled_X.bin", low=1,
                                         default_text="all")
@@ -99,6 +107,11 @@ class RunConfig:
     compile: bool = setting(False, "torch.compile the student (and the teacher, where there is one)", role=EXEC)
     channels_last: bool = setting(False, "channels-last memory format for the networks and their inputs",
                                   role=EXEC)
+    loggers: list[str] = setting(help="also send losses, lr and errors to this logger, under RUN_DIR/logs "
+                                 "(wandb runs offline); repeatable", role=EXEC, flag="--logger",
+                                 choices=LOGGER_NAMES, default_factory=list)
+    log_every: int = setting(50, "loggers: the training losses and lr every N steps (every evaluation is logged too)",
+                             role=EXEC, low=1)
     plugins: list[str] = setting(help="import MODULE (or a .py file) to register more algorithms, data sets or "
                                  "backbones; repeatable", role=EXEC, flag="--plugin", default_factory=list)
     preset: str | None = setting(None, "a shipped preset (ssl-bench list presets)", role=EXEC,

@@ -61,3 +61,26 @@ class DatasetArrays:
                 )
         self.y_train = self.y_train.astype(np.int64, copy=False)
         self.y_test = self.y_test.astype(np.int64, copy=False)
+
+
+def resize_images(images: np.ndarray, size: int) -> np.ndarray:
+    """uint8 images ``(N, C, H, W)`` resized to ``size x size`` with Pillow's bicubic filter.
+
+    The same filter resizes image-folder files as they are read and the files given to
+    ``ssl-bench predict``, so a model sees its inputs resized one way. Images already of that size
+    come back unchanged.
+    """
+    from PIL import Image
+
+    if images.shape[2:] == (size, size):
+        return images
+    out = np.empty((len(images), images.shape[1], size, size), np.uint8)
+    for i, image in enumerate(images):
+        if image.shape[0] == 3:
+            resized = Image.fromarray(np.ascontiguousarray(image.transpose(1, 2, 0)), "RGB")
+            out[i] = np.asarray(resized.resize((size, size), Image.Resampling.BICUBIC)).transpose(2, 0, 1)
+            continue
+        for channel, plane in enumerate(image):  # Pillow filters each channel of an image alone
+            resized = Image.fromarray(plane, "L").resize((size, size), Image.Resampling.BICUBIC)
+            out[i, channel] = np.asarray(resized, dtype=np.uint8)
+    return out

@@ -101,14 +101,14 @@ def _load(name: str, folder: Path, options: tuple, stamp: int | None) -> Dataset
     return get_dataset_spec(name).load(folder, dict(options))
 
 
-def defaults_for_data(arrays: DatasetArrays, extra_unlabeled: int = 0) -> dict[str, Any]:
+def defaults_for_data(arrays: DatasetArrays, extra_unlabeled: int = 0, image_size: int | None = None) -> dict[str, Any]:
     """Run settings sized to a user's own data, for those the user did not give.
 
     A network for the image size (convnet_tiny up to 12 pixels, convnet_small up to 40, ConvNet-13
     above), a stratified 10% validation set (at most 5000 images), and a step budget of about 30
     passes over the unlabeled stream, between 500 and 10,000 steps, with ten evaluations.
     """
-    side = min(arrays.x_train.shape[2:])
+    side = image_size or min(arrays.x_train.shape[2:])
     backbone = "convnet_tiny" if side <= 12 else "convnet_small" if side <= 40 else "convnet13"
     n_train = len(arrays.y_train)
     val_size = min(5000, round(0.1 * n_train)) if n_train >= 10 * arrays.num_classes else 0
