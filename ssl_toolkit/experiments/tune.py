@@ -269,6 +269,12 @@ class Tuner:
         storage = optuna.storages.RDBStorage(f"sqlite:///{(request.root / TUNE_DB).resolve()}")
         existing = set(optuna.study.get_all_study_names(storage))
         keys = [(labels, algo) for labels in request.labels for algo in request.algos]
+        others = sorted(existing - {request.study_name(*key) for key in keys})
+        if others:
+            # One tune folder is one comparison: its summary and report cover exactly the studies asked for.
+            raise UserInputError(f"{request.root} holds a tune of {', '.join(others)}, which this command does not "
+                                 f"ask for; give the same --dataset, --algos and --labels to resume it, or another "
+                                 f"--out")
         for key in keys:
             name = request.study_name(*key)
             if name in existing:

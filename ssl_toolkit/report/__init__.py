@@ -76,9 +76,11 @@ def build_report(run_root: Path, out_dir: Path | None = None) -> Report:
     if tune is None:
         runs = discover_runs(run_root)
     else:
-        # Only the evaluation runs are results; the trials were chosen among, never reported.
+        # Only the evaluation runs the tune asked for are results; the trials were chosen among, never
+        # reported, and runs of evaluation seeds no longer asked for are left out.
         eval_dir = run_root / EVAL_FOLDER
         runs = discover_runs(eval_dir, relative_to=run_root) if eval_dir.is_dir() else []
+        runs = [run for run in runs if run.path in tune.eval_folders()]
     if not runs and tune is None:
         raise UserInputError(
             f"no run folders under {str(run_root)!r}: expected folders holding config.json "

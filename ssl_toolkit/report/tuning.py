@@ -64,6 +64,10 @@ class TuneSummary:
                 return study.get("best")
         return None
 
+    def eval_folders(self) -> set[str]:
+        """The evaluation run folders of the chosen configurations, relative to the tune folder."""
+        return {str(folder) for study in self.data["studies"] for folder in study.get("eval") or []}
+
     def searched_keys(self) -> set[str]:
         """Every key searched by some study: their values differ between algorithms by design."""
         return {key for study in self.data["studies"] for key in study.get("space") or {}}
