@@ -117,19 +117,13 @@ def check_request(request: TuneRequest) -> dict[tuple[int, str], RunConfig]:
                 raise UserInputError(f"--val-size {config.val_size}: tuning scores trials on a validation set; "
                                      f"give --val-size N with N > 0")
             if request.sampler == "grid":
-                size = len(_grid_points(space))
+                size = math.prod(len(values) for values in space.grid().values())
                 if size < request.trials:
                     raise UserInputError(f"--sampler grid: the grid of {algo} has {size} point(s), fewer than "
                                          f"--trials {request.trials}; every algorithm needs the same number of "
                                          f"distinct trials: give more values or fewer trials")
             bases[(labels, algo)] = config
     return bases
-
-
-def _grid_points(space: SearchSpace) -> list[tuple[Any, ...]]:
-    import itertools
-
-    return list(itertools.product(*space.grid().values()))
 
 
 def notes(request: TuneRequest, bases: dict[tuple[int, str], RunConfig]) -> list[str]:

@@ -93,6 +93,8 @@ def build_report(run_root: Path, out_dir: Path | None = None) -> Report:
     if tune is not None:
         tune.annotate(rows)
         warnings += tune.warnings()
+        if not runs:
+            warnings.append("no evaluation run yet: the tune has not finished; rerun the same ssl-bench tune command")
         preface, appendix = tune.protocol_lines(), tune.trial_lines()
     out_dir.mkdir(parents=True, exist_ok=True)
     plots = plot_curves(rows, out_dir) + plot_labels(rows, out_dir) + plot_sweeps(rows, out_dir)
