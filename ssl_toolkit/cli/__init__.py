@@ -13,6 +13,7 @@ def build_parser() -> OneLineParser:
     from ssl_toolkit.cli.listing import add_list_parser
     from ssl_toolkit.cli.model import add_model_parsers
     from ssl_toolkit.cli.run import add_run_parser
+    from ssl_toolkit.cli.tune import add_tune_parser
 
     parser = OneLineParser(prog="ssl-bench", description="Semi-supervised learning benchmark toolkit")
     commands = parser.add_subparsers(dest="command", parser_class=OneLineParser)
@@ -20,6 +21,7 @@ def build_parser() -> OneLineParser:
     add_list_parser(commands)
     add_experiment_parsers(commands)
     add_model_parsers(commands)
+    add_tune_parser(commands)
     return parser
 
 

@@ -61,6 +61,8 @@ class Row:
     errors: dict[str, Stat]
     runs: list[RunRecord]
     gain: dict[str, float | None] = field(default_factory=dict)
+    # A tune's report: the hyperparameters the tune chose for this row's runs (empty elsewhere).
+    tuned: str = ""
 
     @property
     def n_failed(self) -> int:
@@ -173,13 +175,15 @@ def _fill_gains(rows: list[Row]) -> None:
                 row.gain[model] = base_stat.mean - stat.mean
 
 
-def fairness_warnings(runs: Sequence[RunRecord]) -> list[str]:
+def fairness_warnings(runs: Sequence[RunRecord], tuned: Iterable[str] = ()) -> list[str]:
     """Differences that make a comparison unfair: splits, shared settings or thread counts that differ.
 
     Runs with the same data set, label count and seed must share their split; algorithms compared
     at one data set, backbone and label count must share budget and optimizer settings, and all
-    their runs one thread count, since results on a CPU depend on it.
+    their runs one thread count, since results on a CPU depend on it. ``tuned`` settings (a tune's
+    searched keys) may differ: each algorithm got the same search for them.
     """
+    tuned = set(tuned)
     warnings = []
     splits: dict[tuple[Any, ...], dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
     for run in runs:
@@ -197,7 +201,7 @@ def fairness_warnings(runs: Sequence[RunRecord]) -> list[str]:
             shared[(run.dataset, run.backbone, run.labels)].append(run)
     for (dataset, backbone, labels), members in sorted(shared.items(), key=lambda kv: sortable(kv[0])):
         block = where(dataset, backbone, labels)
-        keys = sorted({key for run in members for key in run.shared_keys})
+        keys = sorted({key for run in members for key in run.shared_keys} - tuned)
         for key in keys:
             by_algo: dict[str, set[Any]] = defaultdict(set)
             for run in members:

@@ -77,13 +77,16 @@ class RunRecord:
         return {model: chosen["test_error"] for model, chosen in self.best_val_errors().items()}
 
 
-def discover_runs(run_root: Path) -> list[RunRecord]:
-    """Every run folder under ``run_root`` (a folder with ``config.json`` or ``error.json``)."""
+def discover_runs(run_root: Path, relative_to: Path | None = None) -> list[RunRecord]:
+    """Every run folder under ``run_root`` (a folder with ``config.json`` or ``error.json``).
+
+    Paths are relative to ``relative_to`` (default ``run_root``), which must contain ``run_root``.
+    """
     run_root = Path(run_root)
     if not run_root.is_dir():
         raise UserInputError(f"run folder {str(run_root)!r} does not exist or is not a directory")
     folders = {p.parent for name in ("config.json", "error.json") for p in run_root.rglob(name)}
-    return [read_run(folder, run_root) for folder in sorted(folders)]
+    return [read_run(folder, Path(relative_to or run_root)) for folder in sorted(folders)]
 
 
 def read_run(folder: Path, run_root: Path) -> RunRecord:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ SELECTION_NOTES = {
         "Selection uses validation error only, never test error."
     ),
 }
-_LEFT_COLUMNS = ("Dataset", "Backbone", "Algorithm", "Setting")
+_LEFT_COLUMNS = ("Dataset", "Backbone", "Algorithm", "Setting", "Tuned")
 _CSV_HEADER = (
     "selection",
     "dataset",
@@ -44,14 +45,17 @@ _CSV_HEADER = (
 )
 
 
-def headers(models: list[str], show_backbone: bool, show_setting: bool) -> list[str]:
-    """The column headers of a selection's table; the backbone and setting columns only when they vary."""
+def headers(models: list[str], show_backbone: bool, show_setting: bool, show_tuned: bool = False) -> list[str]:
+    """The column headers of a selection's table; the backbone and setting columns only when they vary,
+    the tuned hyperparameters only in a tune's report."""
     names = ["Dataset"]
     if show_backbone:
         names.append("Backbone")
     names += ["Labels", "Algorithm"]
     if show_setting:
         names.append("Setting")
+    if show_tuned:
+        names.append("Tuned")
     names.append("n")
     names += [f"{model.capitalize()} error" for model in models]
     names += [f"Gain ({model})" for model in models]
@@ -59,7 +63,7 @@ def headers(models: list[str], show_backbone: bool, show_setting: bool) -> list[
     return names
 
 
-def cells(row: Row, models: list[str], show_backbone: bool, show_setting: bool) -> list[str]:
+def cells(row: Row, models: list[str], show_backbone: bool, show_setting: bool, show_tuned: bool = False) -> list[str]:
     """The cells of one row, matching :func:`headers` called with the same arguments."""
     out = [row.dataset]
     if show_backbone:
@@ -67,6 +71,8 @@ def cells(row: Row, models: list[str], show_backbone: bool, show_setting: bool) 
     out += [str(row.labels), row.algo]
     if show_setting:
         out.append(row.setting_text)
+    if show_tuned:
+        out.append(row.tuned or "—")
     n = max((stat.n for stat in row.errors.values()), default=0)
     out.append(f"{n} ({row.n_failed} failed)" if row.n_failed else str(n))
     out += [_fmt_stat(row.errors.get(model)) for model in models]
@@ -79,26 +85,33 @@ def cells(row: Row, models: list[str], show_backbone: bool, show_setting: bool) 
     return out
 
 
+def report_console() -> Any:
+    """A rich console for the report: the terminal's, or one 160 columns wide when output is piped."""
+    from rich.console import Console
+
+    console = Console()
+    if not console.is_terminal:
+        # Piped or captured output has no width of its own; rich's 80 columns would wrap the rows.
+        console = Console(width=max(console.width, 160))
+    return console
+
+
 def print_tables(
     rows: list[Row], warnings: list[str], failed: list[RunRecord], report_path: Path, console: Any = None
 ) -> None:
     """Print both selections, the fairness warnings and the failed runs as rich tables."""
-    from rich.console import Console
     from rich.table import Table
 
-    if console is None:
-        console = Console()
-        if not console.is_terminal:
-            # Piped or captured output has no width of its own; rich's 80 columns would wrap the rows.
-            console = Console(width=max(console.width, 160))
-    models, show_backbone, show_setting = _columns(rows)
+    console = console or report_console()
+    columns = _columns(rows)
     for selection in SELECTIONS:
         table = Table(title=f"{SELECTION_TITLES[selection]}: test error (%), mean ± std over seeds")
-        for header in headers(models, show_backbone, show_setting):
-            table.add_column(header, justify="left" if header in _LEFT_COLUMNS else "right", no_wrap=True)
+        for header in headers(*columns):
+            table.add_column(header, justify="left" if header in _LEFT_COLUMNS else "right",
+                             no_wrap=header != "Tuned")
         for row in rows:
             if row.selection == selection:
-                table.add_row(*cells(row, models, show_backbone, show_setting))
+                table.add_row(*cells(row, *columns))
         console.print(table)
     for warning in warnings:
         console.print(f"[yellow]warning:[/yellow] {warning}", markup=True, highlight=False)
@@ -112,9 +125,13 @@ def print_tables(
     console.print(f"report: {report_path}", highlight=False)
 
 
-def render_markdown(report_rows: list[Row], runs: list[RunRecord], warnings: list[str], plots: list[str]) -> str:
-    """The report as Markdown; depends only on its inputs, so two builds are byte-identical."""
-    models, show_backbone, show_setting = _columns(report_rows)
+def render_markdown(report_rows: list[Row], runs: list[RunRecord], warnings: list[str], plots: list[str],
+                    preface: Sequence[str] = (), appendix: Sequence[str] = ()) -> str:
+    """The report as Markdown; depends only on its inputs, so two builds are byte-identical.
+
+    ``preface`` lines go before the tables and ``appendix`` lines at the end (a tune's protocol and trials).
+    """
+    columns = _columns(report_rows)
     complete = sum(run.status == "complete" for run in runs)
     failed = len(runs) - complete
     lines = [
@@ -127,15 +144,16 @@ def render_markdown(report_rows: list[Row], runs: list[RunRecord], warnings: lis
         "row's mean (same data set, label count and backbone), in percentage points: positive means "
         "fewer errors than supervised. Wall time is the mean per run, in seconds.",
         "",
+        *preface,
     ]
     for selection in SELECTIONS:
-        names = headers(models, show_backbone, show_setting)
+        names = headers(*columns)
         lines += [f"## {SELECTION_TITLES[selection]}", "", SELECTION_NOTES[selection], ""]
         lines.append("| " + " | ".join(names) + " |")
         lines.append("|" + "|".join("---" if h in _LEFT_COLUMNS else "---:" for h in names) + "|")
         for row in report_rows:
             if row.selection == selection:
-                row_cells = cells(row, models, show_backbone, show_setting)
+                row_cells = cells(row, *columns)
                 lines.append("| " + " | ".join(_md_escape(cell) for cell in row_cells) + " |")
         lines.append("")
     lines += ["## Fairness checks", ""]
@@ -157,14 +175,19 @@ def render_markdown(report_rows: list[Row], runs: list[RunRecord], warnings: lis
         for run in failed_runs:
             lines.append(f"| {_md_escape(run.path)} | {run.status} | {_md_escape(run.error or '')} |")
         lines.append("")
+    lines += appendix
     return "\n".join(lines)
 
 
 def render_csv(report_rows: list[Row]) -> str:
-    """One line per row and model (long format), fixed formatting, failures counted per row."""
+    """One line per row and model (long format), fixed formatting, failures counted per row.
+
+    A tune's report adds a last column, ``tuned``: the chosen hyperparameters of the row.
+    """
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(_CSV_HEADER)
+    show_tuned = any(row.tuned for row in report_rows)
+    writer.writerow(_CSV_HEADER + (("tuned",) if show_tuned else ()))
     for row in report_rows:
         for model in list(row.errors) or [""]:
             stat = row.errors.get(model)
@@ -184,15 +207,17 @@ def render_csv(report_rows: list[Row]) -> str:
                     _csv_float(row.gain.get(model)),
                     _csv_float(row.wall_time_s),
                     row.n_failed,
+                    *((row.tuned,) if show_tuned else ()),
                 ]
             )
     return buffer.getvalue()
 
 
-def _columns(rows: list[Row]) -> tuple[list[str], bool, bool]:
-    # The model columns, and whether the backbone and setting columns are worth showing.
+def _columns(rows: list[Row]) -> tuple[list[str], bool, bool, bool]:
+    # The model columns, and whether the backbone, setting and tuned columns are worth showing.
     models = ordered_models(model for row in rows for model in row.errors)
-    return models, len({row.backbone for row in rows}) > 1, any(row.setting for row in rows)
+    return models, len({row.backbone for row in rows}) > 1, any(row.setting for row in rows), any(
+        row.tuned for row in rows)
 
 
 def _fmt(value: float | None, signed: bool = False) -> str:
