@@ -23,6 +23,9 @@ import torch
 from official_format_files import idx_bytes, write_mnist
 
 from ssl_toolkit.cli import main
+from ssl_toolkit.config import RunConfig
+from ssl_toolkit.registry import get_algorithm, list_algorithms
+from ssl_toolkit.settings import settings_of
 
 pytestmark = pytest.mark.e2e
 
@@ -77,14 +80,14 @@ def flags(*extra: str, algo: str = "mean_teacher") -> Builder:
     return lambda tmp, runs: run(tmp, *extra, algo=algo)
 
 
-def npz_case(mutate: Callable[[dict], None]) -> Builder:
+def npz_case(mutate: Callable[[dict], None], *extra: str) -> Builder:
     """A valid npz data set (see test_the_npz_control_run_succeeds), changed by ``mutate``."""
 
     def build(tmp: Path, runs: dict) -> list[str]:
         arrays = valid_npz_arrays()
         mutate(arrays)
         np.savez(tmp / "data.npz", **arrays)
-        return npz_argv(tmp)
+        return [*npz_argv(tmp), *extra]
 
     return build
 
@@ -336,6 +339,38 @@ CATALOGUE: list[tuple[str, Builder, tuple[str, ...]]] = [
         lambda s: {**s, "algorithm": {k: v[..., :1] if v.ndim else v for k, v in s["algorithm"].items()}})),
      ("checkpoint.pt", "does not fit this run", "size mismatch")),
 ]
+
+
+def _numeric_cases() -> list[tuple[str, Builder, tuple[str, ...]]]:
+    """Non-finite values for every numeric run flag and every numeric hyperparameter of every
+    algorithm, and out-of-range seeds: each must be a one-line error, never a traceback from torch."""
+    cases: list[tuple[str, Builder, tuple[str, ...]]] = []
+    for info in settings_of(RunConfig):
+        if info.base_type not in (int, float):
+            continue
+        for text in ("nan", "inf", "-inf"):
+            # An integer flag refuses these as not an integer; a float flag as not finite.
+            expected = (info.flag_name, "int") if info.base_type is int else (info.flag_name, "not a finite number")
+            cases.append((f"{info.name}-{text}", flags(f"{info.flag_name}={text}"), expected))
+    for algo in list_algorithms():
+        for info in settings_of(get_algorithm(algo).Config):
+            if info.base_type is float:
+                for text in (".nan", ".inf"):
+                    cases.append((f"{algo}-{info.name}-{text}", flags("--set", f"{info.name}={text}", algo=algo),
+                                  (info.name, "not a finite number")))
+    cases += [
+        ("seed-negative", flags("--seed=-1"), ("--seed -1", "valid: [0, 4294967295]")),
+        ("seed-too-large", flags("--seed", str(2**32)), ("--seed 4294967296", "valid: [0, 4294967295]")),
+        ("config-seed-nan", config_file("seed: .nan\n"), ("seed=nan", "expected int")),
+        ("config-lr-inf", config_file("lr: .inf\n"), ("lr=inf", "not a finite number")),
+        ("abbreviated-flag", flags("--step", "300"), ("--step",)),
+        ("model-does-not-fit-the-images", npz_case(lambda a: None, "--backbone", "convnet13"),
+         ("convnet13", "(8, 8)")),
+    ]
+    return cases
+
+
+CATALOGUE += _numeric_cases()
 
 
 def test_the_catalogue_has_at_least_40_bad_inputs():

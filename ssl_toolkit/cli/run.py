@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -56,12 +57,29 @@ def report(result: RunResult) -> int:
     """Print how the run ended; returns its exit code."""
     if result.status == "complete":
         print_final_table(result.final, Console())
+        note = rampup_note(Path(result.config.out) / "metrics.jsonl")
+        if note:
+            print(note)
         print(f"results in {result.config.out}")
     elif result.status == "already_complete":
         print(result.message)
     else:
         print(("error: " if result.status == "diverged" else "") + result.message, file=sys.stderr)
     return result.exit_code
+
+
+def rampup_note(metrics_path: Path) -> str:
+    """A warning when the consistency weight was still rising at the end: the run was too short for it."""
+    try:
+        weights = [json.loads(line).get("consistency_weight") for line in metrics_path.read_text().splitlines()]
+    except (OSError, ValueError):
+        return ""
+    weights = [w for w in weights if isinstance(w, (int, float))]
+    if len(weights) < 2 or not weights[-1] > weights[-2] * (1 + 1e-6):
+        return ""
+    return (f"note: the consistency weight was still ramping up at the last evaluation ({weights[-2]:.3g} -> "
+            f"{weights[-1]:.3g}): the run ended before the unlabeled term reached full strength, so it shows less "
+            f"of what the algorithm can do; give more --steps or a shorter --set consistency_rampup")
 
 
 def print_final_table(final: dict, console: Console) -> None:
