@@ -6,7 +6,9 @@ Margin: 2.0 percentage points (7 of the 359 test images). In the three-seed comp
 in benchmarks/results/digits.md, supervised scored about 10-11% and each SSL algorithm 3-6 points
 lower. Two points is well inside that gain and above the seed-to-seed spread of supervised. A
 Mean Teacher whose teacher compares with itself, or a Pi-model with a detached or zero-weighted
-target, stays at the supervised level and fails this test.
+target, stays at the supervised level and fails this test. Every registered algorithm is run, so
+a new one is held to the same margin; at seed 0, Pseudo-Label, VAT and FixMatch measured 5.85,
+5.29 and 5.85% against supervised's 10.86%.
 """
 
 import json
@@ -17,8 +19,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from ssl_toolkit import list_algorithms
+
 MARGIN_POINTS = 2.0
-ALGORITHMS = ["supervised", "pi_model", "temporal_ensembling", "mean_teacher"]
+ALGORITHMS = list_algorithms()
 
 
 def _train(algo: str, out) -> dict:
@@ -39,7 +43,7 @@ def finals(tmp_path_factory):
         return dict(results)
 
 
-@pytest.mark.parametrize("algo", ["pi_model", "temporal_ensembling", "mean_teacher"])
+@pytest.mark.parametrize("algo", [algo for algo in ALGORITHMS if algo != "supervised"])
 def test_ssl_algorithm_beats_supervised_on_digits_with_50_labels(finals, algo):
     supervised = finals["supervised"]["test_error"]["student"]
     for model, error in finals[algo]["test_error"].items():
