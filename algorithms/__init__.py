@@ -1,5 +1,13 @@
 """Built-in algorithms; importing this package registers them."""
 
-from ssl_toolkit.algorithms import mean_teacher, pi_model, supervised, temporal_ensembling
+from ssl_toolkit.algorithms import (
+    fixmatch,
+    mean_teacher,
+    pi_model,
+    pseudo_label,
+    supervised,
+    temporal_ensembling,
+    vat,
+)
 
-__all__ = ["mean_teacher", "pi_model", "supervised", "temporal_ensembling"]
+__all__ = ["fixmatch", "mean_teacher", "pi_model", "pseudo_label", "supervised", "temporal_ensembling", "vat"]

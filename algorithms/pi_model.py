@@ -23,7 +23,8 @@ class PiModelConfig(ConsistencyConfig):
 class PiModel(ConsistencyAlgorithm):
     """Π-model: the target is a second pass of the student on another view, *with* gradients.
 
-    Gradients flow through both branches, as in the paper (the target is not detached).
+    Gradients flow through both branches, as in the paper: the target is not detached, and
+    ``targets_need_gradient`` declares it so to the conformance checks.
 
     References:
         Laine & Aila, "Temporal Ensembling for Semi-Supervised Learning", ICLR 2017, Sec. 2.1.
@@ -34,6 +35,7 @@ class PiModel(ConsistencyAlgorithm):
 
     Config = PiModelConfig
     views = {"student": "weak", "teacher": "weak"}
+    targets_need_gradient = True
 
     def teacher_targets(self, batch: Batch, output: Tensor) -> Tensor:
         return self.student(batch.view("teacher"))

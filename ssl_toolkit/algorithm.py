@@ -115,12 +115,17 @@ class SSLAlgorithm(nn.Module):
     consistency_loss(output, teacher_targets(batch, output), batch)`` plus :meth:`auxiliary_loss`.
     It then steps the optimizer and calls :meth:`post_step`. Because the algorithm is an
     ``nn.Module`` holding the student (and any teacher or per-sample buffers), its ``state_dict``
-    is its whole state. An algorithm never draws random numbers itself: every random choice comes
-    from its views, which the trainer builds from the checkpointed generator.
+    is its whole state. An algorithm never draws from the global random state: its views come from
+    the run's checkpointed generator, and any random number of its own (a random direction, a
+    mixing coefficient) is drawn from that generator, ``batch.generator``, so a resumed run is
+    bit-exact.
 
-    ``views`` maps each view name to an augmentation policy (``ssl-bench list`` shows them:
-    ``weak`` is the data set's translate/flip/noise of the papers, ``strong`` adds RandAugment and
-    Cutout); ``student_view`` names the one the student trains on.
+    ``views`` maps each view name to a registered augmentation policy
+    (:func:`ssl_toolkit.data.augment.list_policies`: ``weak`` is the data set's translate/flip/noise
+    of the papers, ``strong`` is FixMatch's flip/translate, RandAugment and Cutout); the trainer
+    builds exactly these, and ``student_view`` names the one the student trains on.
+    ``targets_need_gradient`` says that :meth:`teacher_targets` returns targets that carry the
+    student's graph on purpose (the Π-model); the conformance checks reject such targets otherwise.
 
     Example::
 
@@ -138,6 +143,7 @@ class SSLAlgorithm(nn.Module):
     Config: ClassVar[type[AlgorithmConfig]] = AlgorithmConfig
     views: ClassVar[dict[str, str]] = {"student": "weak"}
     student_view: ClassVar[str] = "student"
+    targets_need_gradient: ClassVar[bool] = False
     name: ClassVar[str] = ""
 
     def __init__(self, student: nn.Module, config: AlgorithmConfig, context: DataContext) -> None:
@@ -188,14 +194,14 @@ class SSLAlgorithm(nn.Module):
 
 
 @dataclass
-class ConsistencyConfig(AlgorithmConfig):
-    """Hyperparameters shared by consistency-regularization methods.
+class ConsistencyWeightConfig(AlgorithmConfig):
+    """The weight of a consistency term: its maximum ``w_max`` and its sigmoid ramp-up.
 
     ``consistency_weight=None`` applies the papers' rule ``w_max = label_fraction_scale * M / N``,
     where M / N is the share of labeled images in a batch: the papers drew batches from the whole
     training set, so the expected share was (labeled images) / (training images); with two-stream
     batches it is ``labeled_batch_size / batch_size``. ``consistency_rampup=None`` ramps up over
-    the papers' share of the run (40k of 150k steps).
+    the papers' share of the run (40k of 150k steps); 0 applies ``w_max`` from the first step.
     """
 
     consistency_weight: float | None = setting(
@@ -206,7 +212,6 @@ class ConsistencyConfig(AlgorithmConfig):
                                           low=0.0)
     consistency_rampup: int | None = setting(None, "sigmoid ramp-up of the weight, in steps; None: 4/15 of the run",
                                              low=0)
-    consistency: str = setting("mse", "distance: mse of softmaxes, or kl", choices=("mse", "kl"))
 
     def validate(self, context: DataContext) -> None:
         if self.consistency_rampup is not None and self.consistency_rampup > context.total_steps:
@@ -224,10 +229,24 @@ class ConsistencyConfig(AlgorithmConfig):
         return round(PAPER_RAMPUP_FRACTION * context.total_steps)
 
 
-class ConsistencyAlgorithm(SSLAlgorithm):
-    """An SSLAlgorithm with the papers' ramped consistency weight and softmax MSE (or KL) distance.
+@dataclass
+class ConsistencyConfig(ConsistencyWeightConfig):
+    """Hyperparameters of consistency-regularization methods: the ramped weight and the distance.
 
-    Subclass it (never mix it in): its Config must be a :class:`ConsistencyConfig`.
+    ``consistency`` picks the distance between the student's softmax and the target's: ``mse``
+    (the papers' default) or ``kl``.
+    """
+
+    consistency: str = setting("mse", "distance: mse of softmaxes, or kl", choices=("mse", "kl"))
+
+
+class ConsistencyAlgorithm(SSLAlgorithm):
+    """An SSLAlgorithm with the papers' ramped consistency weight, and softmax MSE (or KL) as distance.
+
+    Subclass it (it is a base class, not a mixin, so no base order can lose the weight). Its Config
+    must subclass :class:`ConsistencyWeightConfig`; the default :meth:`consistency_loss` reads the
+    distance from a :class:`ConsistencyConfig`, so a Config without ``consistency`` must come with
+    its own ``consistency_loss``.
     """
 
     Config: ClassVar[type[AlgorithmConfig]] = ConsistencyConfig
@@ -236,8 +255,12 @@ class ConsistencyAlgorithm(SSLAlgorithm):
     @classmethod
     def check_declaration(cls) -> None:
         super().check_declaration()
-        if not issubclass(cls.Config, ConsistencyConfig):
-            raise UserInputError(f"{cls.__qualname__}.Config must subclass ConsistencyConfig")
+        if not issubclass(cls.Config, ConsistencyWeightConfig):
+            raise UserInputError(f"{cls.__qualname__}.Config must subclass ConsistencyWeightConfig")
+        has_own_loss = cls.consistency_loss is not ConsistencyAlgorithm.consistency_loss
+        if not issubclass(cls.Config, ConsistencyConfig) and not has_own_loss:
+            raise UserInputError(f"{cls.__qualname__} must define consistency_loss: its Config has no 'consistency' "
+                                 f"distance (subclass ConsistencyConfig for the default mse/kl)")
 
     def consistency_weight(self, step_index: int) -> float:
         ramp = sigmoid_rampup(step_index, self.config.rampup_steps(self.context))

@@ -70,6 +70,33 @@ def masked_consistency(name: str, student_logits: Tensor, target_probs: Tensor, 
     return (diff.pow(2) * weight).sum() / classes / batch
 
 
+def confident_pseudo_labels(logits: Tensor, threshold: float) -> tuple[Tensor, Tensor]:
+    """Hard pseudo-labels ``argmax softmax(logits)`` and the mask of those whose probability is >= ``threshold``.
+
+    Computed from detached logits, so no gradient flows into the labels (Lee 2013; Sohn et al. 2020,
+    Eq. 4). ``threshold=0`` keeps every label.
+    """
+    confidence, labels = F.softmax(logits.detach().float(), dim=1).max(dim=1)
+    return labels, confidence >= threshold
+
+
+def kept_cross_entropy(logits: Tensor, labels: Tensor, keep: Tensor) -> Tensor:
+    """``sum(keep * CE(logits, labels)) / len(logits)``: cross-entropy on the kept labels, averaged over all rows.
+
+    Rows that are not kept count in the denominator, as in FixMatch's ``L_u`` (Sohn et al. 2020, Eq. 4).
+    """
+    if len(logits) == 0:
+        return logits.sum() * 0.0
+    per_row = F.cross_entropy(logits, labels, reduction="none")
+    return (per_row * keep.to(per_row.dtype)).sum() / len(logits)
+
+
+def mean_entropy(logits: Tensor) -> Tensor:
+    """``mean_i H(softmax(logits_i))``, the entropy-minimisation term (Grandvalet & Bengio 2005)."""
+    log_probs = F.log_softmax(logits, dim=1)
+    return -(log_probs.exp() * log_probs).sum() / logits.shape[0]
+
+
 CONSISTENCY_LOSSES = {"mse": softmax_mse, "kl": softmax_kl}
 
 
@@ -88,5 +115,8 @@ __all__ = [
     "softmax_kl",
     "logit_distance",
     "masked_consistency",
+    "confident_pseudo_labels",
+    "kept_cross_entropy",
+    "mean_entropy",
     "consistency_function",
 ]

@@ -6,7 +6,8 @@ import fnmatch
 import importlib
 import importlib.util
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TypeVar
@@ -46,6 +47,31 @@ def register_algorithm(name: str) -> Callable[[A], A]:
         return cls
 
     return decorate
+
+
+@contextmanager
+def registered(cls: type[SSLAlgorithm]) -> Iterator[str]:
+    """The name ``cls`` is registered under; an unregistered class is registered for the ``with`` block only.
+
+    The conformance checks use it, so a plugin author can check a class before choosing its name,
+    and tests can check deliberately broken classes without leaving them in the registry.
+    """
+    _load_builtins_and_plugins()
+    if cls.name and _ALGORITHMS.get(cls.name) is cls:
+        yield cls.name
+        return
+    name = f"unregistered.{cls.__module__}.{cls.__qualname__}"
+    had_own_name = "name" in cls.__dict__
+    previous = cls.name
+    register_algorithm(name)(cls)
+    try:
+        yield name
+    finally:
+        del _ALGORITHMS[name]
+        if had_own_name:
+            cls.name = previous
+        else:
+            del cls.name
 
 
 def _load_builtins_and_plugins() -> None:

@@ -6,14 +6,25 @@ from ssl_toolkit import SSLAlgorithm, get_algorithm, list_algorithms, register_a
 from ssl_toolkit.errors import UserInputError
 from ssl_toolkit.testing import check_algorithm
 
+# Kept only so that recorded results reproduce bit-exactly until the lead's performance change lands.
+UNREAD_VIEWS = {"supervised": ("teacher",), "temporal_ensembling": ("teacher",)}
+
 
 @pytest.mark.parametrize("algo", list_algorithms())
-def test_algorithm_trains_with_finite_losses_changes_student_and_round_trips_state(algo):
-    check_algorithm(algo)
+def test_algorithm_passes_the_conformance_checks(algo):
+    # Learning is checked at the full digits budget by tests/test_learning_digits.py.
+    check_algorithm(algo, learning=False, allow_unused_views=UNREAD_VIEWS.get(algo, ()))
 
 
-def test_the_four_paper_algorithms_are_registered():
-    assert {"supervised", "pi_model", "temporal_ensembling", "mean_teacher"} <= set(list_algorithms())
+@pytest.mark.xfail(strict=True, reason="lead removes the unused view in the performance change")
+@pytest.mark.parametrize("algo", sorted(UNREAD_VIEWS))
+def test_algorithm_reads_every_view_it_declares(algo):
+    check_algorithm(algo, learning=False)
+
+
+def test_the_shipped_algorithms_are_registered():
+    shipped = {"supervised", "pi_model", "temporal_ensembling", "mean_teacher", "pseudo_label", "vat", "fixmatch"}
+    assert shipped <= set(list_algorithms())
 
 
 def test_wildcard_listing():

@@ -122,3 +122,14 @@ def test_a_saved_config_json_reproduces_its_run(tmp_path, capsys):
     finals = [json.loads((folder / "final.json").read_text()) for folder in (first, second)]
     for key in ("test_error", "val_error", "best_val", "split"):
         assert finals[0][key] == finals[1][key]
+
+
+def test_exponent_floats_without_a_dot_are_floats_on_the_command_line_and_in_saved_configs(tmp_path):
+    # YAML 1.1 reads 1e-6 as a string; JSON writes VAT's xi=1e-6 as 1e-06, which a resume reads back.
+    from ssl_toolkit.config import parse_scalar, read_config_file
+
+    assert parse_scalar("1e-6") == 1e-6 and parse_scalar("-2.5E+3") == -2500.0 and parse_scalar("1e") == "1e"
+    saved = tmp_path / "config.json"
+    saved.write_text(json.dumps({"algo": "vat", "hparams": {"xi": 1e-6}}))
+    assert read_config_file(saved)["hparams"]["xi"] == 1e-6
+    assert resolve_run_config({}, saved).hparams["xi"] == 1e-6

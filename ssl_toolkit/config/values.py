@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from pathlib import Path
@@ -15,10 +16,19 @@ from ssl_toolkit.naming import closest
 from ssl_toolkit.settings import check_value, settings_of
 
 
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, plus YAML 1.2's exponent floats without a dot: ``1e-6`` and JSON's ``1e-06``."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789")
+)
+
+
 def parse_scalar(text: str) -> Any:
     """Read a command-line value the way YAML would: ``0.99`` float, ``10`` int, ``true`` bool, ``null``."""
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_Loader)
     except yaml.YAMLError:
         return text
 
@@ -87,7 +97,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     except OSError as error:
         raise UserInputError(f"--config {path}: cannot read it ({error.strerror})") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as error:
         raise UserInputError(f"--config {path}: not valid JSON or YAML ({str(error).splitlines()[0]})") from None
     if not isinstance(data, dict):

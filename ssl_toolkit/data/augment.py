@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ssl_toolkit.data.randaugment import rand_augment
 from ssl_toolkit.errors import UserInputError
 from ssl_toolkit.naming import closest
 
@@ -129,6 +130,28 @@ def weak_policy(preprocess: Preprocess, augment: AugmentConfig, generator: torch
         if augment.noise > 0:
             x = x + augment.noise * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         return x
+
+    return view
+
+
+@register_policy("strong", "FixMatch's strong augmentation: translate (reflect) and optional flip in pixel space, "
+                           "then RandAugment (2 ops, random magnitudes) and Cutout; no noise")
+def strong_policy(preprocess: Preprocess, augment: AugmentConfig, generator: torch.Generator) -> Policy:
+    """Sohn et al. 2020's strong view: the weak view's flip and translation, then RandAugment and Cutout.
+
+    The augmentation works on pixels in [0, 1] (:func:`ssl_toolkit.data.randaugment.rand_augment`);
+    the result is rounded back to 8 bits, the grid the images came on and FixMatch's PIL pipeline
+    works on, so that every preprocess (standardization, or ZCA fit on uint8 images) sees the units
+    it was fit on. The generator advances by an amount fixed by the batch shape.
+    """
+
+    def view(images: Tensor) -> Tensor:
+        x = images.float() / 255.0
+        x = random_translate(x, augment.translate, generator)
+        if augment.flip:
+            x = random_flip(x, generator)
+        x = rand_augment(x, generator)
+        return preprocess((x * 255.0).round().to(torch.uint8))
 
     return view
 

@@ -511,7 +511,9 @@ _NPZ_REQUIRED = ("x_train", "y_train", "x_test", "y_test")
 _NPZ_OPTIONAL = ("x_unlabeled", "class_names")
 
 
-def _npz_images(path: Path, key: str, x: np.ndarray) -> np.ndarray:
+def as_uint8_images(path: Path, key: str, x: np.ndarray) -> np.ndarray:
+    """Images ``(N, H, W)``, ``(N, H, W, C)`` or ``(N, C, H, W)`` (C in {1, 3}), uint8 or floats in [0, 1],
+    as contiguous uint8 ``(N, C, H, W)``; anything else is a UserInputError naming ``path`` and ``key``."""
     if x.ndim == 3:
         x = x[:, None]
     elif x.ndim == 4:
@@ -588,11 +590,11 @@ def read_npz(path: str | Path) -> DatasetArrays:
         raise
     except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as error:
         raise _bad(file, f"not a readable .npz archive ({type(error).__name__}: {error})") from None
-    x_train = _npz_images(file, "x_train", arrays["x_train"])
-    x_test = _npz_images(file, "x_test", arrays["x_test"])
+    x_train = as_uint8_images(file, "x_train", arrays["x_train"])
+    x_test = as_uint8_images(file, "x_test", arrays["x_test"])
     y_train = _npz_labels(file, "y_train", arrays["y_train"], len(x_train))
     y_test = _npz_labels(file, "y_test", arrays["y_test"], len(x_test))
-    x_unlabeled = _npz_images(file, "x_unlabeled", arrays["x_unlabeled"]) if "x_unlabeled" in arrays else None
+    x_unlabeled = as_uint8_images(file, "x_unlabeled", arrays["x_unlabeled"]) if "x_unlabeled" in arrays else None
     class_names = None
     if "class_names" in arrays:
         names = arrays["class_names"]
