@@ -54,7 +54,7 @@ class PseudoLabel(ConsistencyAlgorithm):
 
     def teacher_targets(self, batch: Batch, output: Tensor) -> Tensor:
         labels, confident = confident_pseudo_labels(output, self.config.threshold)
-        return torch.where(batch.unlabeled & confident, labels, NO_LABEL)
+        return torch.where(batch.unlabeled_mask & confident, labels, NO_LABEL)
 
     def consistency_loss(self, output: Tensor, targets: Tensor, batch: Batch) -> Tensor:
         return masked_cross_entropy(output, targets)

@@ -373,19 +373,30 @@ def main() -> None:
             "torch": torch.__version__, "threads": args.threads, "precision": args.precision,
             "compile": args.compile, "channels_last": args.channels_last, "main_setting": main_setting,
             "device_name": torch.cuda.get_device_name() if args.device == "cuda" else cpu_model(),
-            "step_time_ratio": {name: step_time_ratios(args, runs, values) for name, values in by_setting.items()},
-            "engine_overhead": engine_overhead(args, runs, by_setting[main_setting]),
-            "augment_speedup_vs_dataloader": augment_speedup(args, runs, by_setting[main_setting]),
-            "ema_share_of_step": ema_share(args, runs, by_setting[main_setting]),
-            "peak_memory_ratio": peak_memory_ratio(runs, by_setting[main_setting]),
+        }
+        # Each figure is saved as soon as it is measured: a long run that fails late keeps the others.
+        steps = {
+            "step_time_ratio": lambda: {name: step_time_ratios(args, runs, values) for name, values in
+                                        by_setting.items()},
+            "engine_overhead": lambda: engine_overhead(args, runs, by_setting[main_setting]),
+            "augment_speedup_vs_dataloader": lambda: augment_speedup(args, runs, by_setting[main_setting]),
+            "ema_share_of_step": lambda: ema_share(args, runs, by_setting[main_setting]),
+            "peak_memory_ratio": lambda: peak_memory_ratio(runs, by_setting[main_setting]),
         }
         if args.base is not None and args.device == "cpu":
-            result["cpu_speedup"] = cpu_speedup(args, runs)
+            steps["cpu_speedup"] = lambda: cpu_speedup(args, runs)
+        for key, measure in steps.items():
+            result[key] = measure()
+            write(result, args)
+    print(markdown(result))
+
+
+def write(result: dict, args: argparse.Namespace) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     suffix = "" if args.device == "cpu" else f"-{args.device}-{args.precision}{'-compile' if args.compile else ''}"
     (args.out / f"speed{suffix}.json").write_text(json.dumps(result, indent=2) + "\n")
-    (args.out / f"speed{suffix}.md").write_text(markdown(result))
-    print(markdown(result))
+    if "peak_memory_ratio" in result:
+        (args.out / f"speed{suffix}.md").write_text(markdown(result))
 
 
 if __name__ == "__main__":

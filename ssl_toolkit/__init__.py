@@ -18,8 +18,8 @@ from ssl_toolkit.algorithm import (
     SSLAlgorithm,
     StepInfo,
 )
-from ssl_toolkit.export import load_exported
 from ssl_toolkit.errors import UserInputError
+from ssl_toolkit.export import load_exported
 from ssl_toolkit.registry import get_algorithm, list_algorithms, register_algorithm
 from ssl_toolkit.settings import setting
 

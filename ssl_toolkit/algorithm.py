@@ -59,6 +59,11 @@ class Batch:
         """The rows of the unlabeled stream (the batch's tail), as a slice: no host sync to apply it."""
         return slice(self.num_labeled, None)
 
+    @property
+    def unlabeled_mask(self) -> Tensor:
+        """Boolean mask of the unlabeled rows, for element-wise use (``torch.where``, ``&``)."""
+        return self.y == NO_LABEL
+
 
 @dataclass
 class StepInfo:

@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from ssl_toolkit import list_algorithms
+
 pytestmark = pytest.mark.e2e
 
 MARGIN_POINTS = 2.0

@@ -21,8 +21,8 @@ def test_pseudo_label_targets_are_the_confident_argmax_of_unlabeled_rows_and_the
     probs = F.softmax(output.detach(), dim=1)
     algorithm.config.threshold = threshold = float(probs.max(dim=1).values[batch.unlabeled].median())
     targets = algorithm.teacher_targets(batch, output)
-    keep = batch.unlabeled & (probs.max(dim=1).values >= threshold)
-    assert 0 < int(keep.sum()) < int(batch.unlabeled.sum()), "the test needs kept and dropped unlabeled rows"
+    keep = batch.unlabeled_mask & (probs.max(dim=1).values >= threshold)
+    assert 0 < int(keep.sum()) < int(batch.unlabeled_mask.sum()), "the test needs kept and dropped unlabeled rows"
     assert torch.equal(targets, torch.where(keep, probs.argmax(dim=1), NO_LABEL))
     assert not targets.requires_grad
     expected = F.cross_entropy(output[keep], probs.argmax(dim=1)[keep], reduction="sum") / len(output)
@@ -33,7 +33,7 @@ def test_pseudo_label_threshold_zero_labels_every_unlabeled_row_and_no_labeled_o
     trainer = tiny_trainer("pseudo_label", tmp_path / "run", hparams={"threshold": 0.0})
     batch = trainer.make_batch(0)
     targets = trainer.algorithm.teacher_targets(batch, trainer.algorithm.student(batch.view("student")))
-    assert torch.equal(targets != NO_LABEL, batch.unlabeled)
+    assert torch.equal(targets != NO_LABEL, batch.unlabeled_mask)
 
 
 def test_fixmatch_trains_the_strong_view_on_weak_view_labels_averaged_over_all_unlabeled_rows(tmp_path):

@@ -393,7 +393,7 @@ def _open_image(path: Path) -> Any:
         raise _bad(path, f"not a readable image ({type(error).__name__}: {error})") from None
 
 
-def _image_array(path: Path, gray: bool, image_size: int | None) -> np.ndarray:
+def read_image_array(path: Path, gray: bool, image_size: int | None) -> np.ndarray:
     from PIL import Image
 
     with _open_image(path) as image:
@@ -491,11 +491,11 @@ def read_imagefolder(root: str | Path, image_size: int | None = None) -> Dataset
     def load(paths: list[Path]) -> np.ndarray:
         if not paths:
             return np.zeros((0, 1 if gray else 3, 1, 1), np.uint8)
-        first = _image_array(paths[0], gray, image_size)
+        first = read_image_array(paths[0], gray, image_size)
         out = np.empty((len(paths), *first.shape), np.uint8)
         out[0] = first
         for i, path in enumerate(paths[1:], start=1):
-            out[i] = _image_array(path, gray, image_size)
+            out[i] = read_image_array(path, gray, image_size)
         return out
 
     return DatasetArrays(

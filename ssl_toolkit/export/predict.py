@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ssl_toolkit.data.arrays import resize_images
-from ssl_toolkit.data.formats import IMAGE_EXTENSIONS, _image_array, _npz_images
+from ssl_toolkit.data.formats import IMAGE_EXTENSIONS, as_uint8_images, read_image_array
 from ssl_toolkit.errors import UserInputError
 from ssl_toolkit.export.folder import ExportedPreprocess
 
@@ -40,7 +40,7 @@ def read_npz_images(path: Path, channels: int, size: tuple[int, int]) -> np.ndar
             if key is None:
                 raise UserInputError(f"{path}: holds {', '.join(keys) or 'no arrays'}; valid: an .npz with an "
                                      f"'images' or 'x_test' array, or a single array")
-            images = _npz_images(path, key, archive[key])
+            images = as_uint8_images(path, key, archive[key])
     except (OSError, ValueError, EOFError) as error:
         raise UserInputError(f"{path}: not a readable .npz archive ({type(error).__name__}: {error})") from None
     if images.shape[1] != channels:
@@ -71,7 +71,7 @@ def read_inputs(paths: list[str | Path], preprocess: ExportedPreprocess) -> tupl
             continue
         if item.suffix.lower() not in IMAGE_EXTENSIONS:
             raise UserInputError(f"{item}: not an image file; valid: {', '.join(IMAGE_EXTENSIONS)}, or .npz")
-        image = _image_array(item, channels == 1, square)
+        image = read_image_array(item, channels == 1, square)
         if image.shape[1:] != (height, width):
             raise UserInputError(f"{item} is {image.shape[2]}x{image.shape[1]}, the model takes {width}x{height}")
         names.append(str(item))

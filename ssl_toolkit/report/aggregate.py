@@ -20,8 +20,6 @@ from typing import Any
 from ssl_toolkit.report.records import SELECTIONS, RunRecord
 
 BASELINE = "supervised"
-# Rows list the paper's algorithms in the paper's order; any other algorithm follows alphabetically.
-_ALGO_ORDER = ("supervised", "pi_model", "temporal_ensembling", "mean_teacher")
 _MODEL_ORDER = ("student", "teacher")
 
 Block = tuple[str, str, int | None, str]
@@ -246,7 +244,8 @@ def sortable(key: Iterable[Any]) -> tuple[Any, ...]:
 
 def algo_rank(algo: str) -> tuple[int, str]:
     """The paper's algorithms in the paper's order, then any other algorithm alphabetically."""
-    return (_ALGO_ORDER.index(algo), "") if algo in _ALGO_ORDER else (len(_ALGO_ORDER), algo)
+    # The baseline first, then every other algorithm by name: the report names no algorithm but its baseline.
+    return (0, "") if algo == BASELINE else (1, algo)
 
 
 def model_rank(model: str) -> tuple[int, str]:
