@@ -23,7 +23,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest tests -m e2e
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/throughput.py
+	$(BIN)/python benchmarks/speed.py --quick
 
 lint: $(STAMP)
 	$(BIN)/ruff check ssl_toolkit algorithms tests benchmarks

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ssl_toolkit.checkpoint import load_checkpoint
+from ssl_toolkit.checkpoint import load_checkpoint, tensors_in
 from ssl_toolkit.config import resolve_run_config
 from ssl_toolkit.trainer import Trainer
 
@@ -67,7 +67,7 @@ def main() -> int:
         state = load_checkpoint(trainer.folder.checkpoint)
         load_time = time.perf_counter() - started
         parts = {
-            key: sum(t.numel() * t.element_size() for t in _tensors(state[key]))
+            key: sum(t.numel() * t.element_size() for t in tensors_in(state[key]))
             for key in ("algorithm", "optimizer", "rng")
         }
     print(f"backbone {args.backbone}, Mean Teacher, {student:,} student parameters")
@@ -85,17 +85,6 @@ def main() -> int:
         f"{torch.get_num_threads()} threads, folder {args.dir or tempfile.gettempdir()}"
     )
     return 0
-
-
-def _tensors(value):
-    if isinstance(value, torch.Tensor):
-        yield value
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from _tensors(item)
-    elif isinstance(value, (list, tuple)):
-        for item in value:
-            yield from _tensors(item)
 
 
 if __name__ == "__main__":

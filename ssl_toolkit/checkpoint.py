@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import random
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,18 @@ import torch
 
 from ssl_toolkit.errors import UserInputError
 from ssl_toolkit.results import atomic_write_bytes
+
+
+def tensors_in(value: Any) -> Iterator[torch.Tensor]:
+    """Every tensor in a nested structure of dicts, lists and tuples (a checkpoint, a hook's output)."""
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from tensors_in(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from tensors_in(item)
 
 
 def capture_rng_states(augment_generator: torch.Generator) -> dict[str, Any]:

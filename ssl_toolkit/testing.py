@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import copy
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
 
 from ssl_toolkit.algorithm import Batch, SSLAlgorithm, StepInfo
+from ssl_toolkit.checkpoint import tensors_in
 from ssl_toolkit.config import resolve_run_config
 from ssl_toolkit.registry import get_algorithm, registered
 from ssl_toolkit.runner import resolve_for_resume
@@ -89,17 +89,6 @@ def check_algorithm(
 
 
 # -- 1-4: one observed run ---------------------------------------------------------------------------
-def _tensors(value: Any) -> Iterator[Tensor]:
-    if isinstance(value, Tensor):
-        yield value
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from _tensors(item)
-    elif isinstance(value, (list, tuple)):
-        for item in value:
-            yield from _tensors(item)
-
-
 class _Recorder:
     """Wraps an algorithm's ``teacher_targets`` and ``post_step`` to see what each step did."""
 
@@ -112,7 +101,7 @@ class _Recorder:
         def teacher_targets(batch: Batch, output: Any) -> Any:
             targets = original_targets(batch, output)
             self.targets_returned.append(targets is not None)
-            self.targets_with_gradient += any(t.requires_grad for t in _tensors(targets))
+            self.targets_with_gradient += any(t.requires_grad for t in tensors_in(targets))
             return targets
 
         def post_step(info: StepInfo) -> None:
