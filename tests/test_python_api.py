@@ -58,10 +58,11 @@ def test_the_run_folder_keeps_the_arrays_so_the_command_line_resumes_it(trained,
     assert json.loads((trained.folder / "final.json").read_text())["steps"] == 40
 
 
-def test_settings_left_out_take_the_npz_defaults(arrays, tmp_path):
+def test_settings_left_out_take_the_defaults_sized_to_the_data(arrays, tmp_path):
     run = train_on_arrays(*arrays, algo="supervised", labels=20, out=tmp_path / "run", steps=5, threads=1,
                           backbone="convnet_tiny", translate=1)
-    assert run.config.batch_size == 100 and run.config.labeled_batch_size == 25 and run.config.seed == 0
+    # defaults_for_data sizes own data: 64 images a step, 16 of them labeled, seed 0 (docs/extending.md).
+    assert run.config.batch_size == 64 and run.config.labeled_batch_size == 16 and run.config.seed == 0
 
 
 @pytest.mark.parametrize("change, message", [
