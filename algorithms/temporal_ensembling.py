@@ -65,10 +65,11 @@ class TemporalEnsembling(ConsistencyAlgorithm):
 
     @torch.no_grad()
     def post_step(self, info: StepInfo) -> None:
-        # The unlabeled stream visits every pool image once per epoch, so record its predictions.
+        # The unlabeled stream visits every pool image once per epoch, so record its predictions;
+        # gathered, so that every process of a torchrun run holds the same ensemble.
         unlabeled_rows = info.batch.unlabeled
-        index = info.batch.index[unlabeled_rows]
-        probs = F.softmax(info.student_logits[unlabeled_rows].float(), dim=1)
+        index = info.gather(info.batch.index[unlabeled_rows])
+        probs = info.gather(F.softmax(info.student_logits[unlabeled_rows].float(), dim=1))
         self.epoch_predictions[index] = probs
         self.seen_this_epoch[index] = True
         if info.epoch_ended:

@@ -6,6 +6,9 @@
 # 1. benchmarks/speed.py on CUDA in fp32, bf16 and fp16, and with torch.compile;
 # 2. 500 steps of the mt-cifar10-4000-convnet13 preset on CIFAR-10 files generated here in the official
 #    format (random pixels: a throughput check, not an accuracy one), in fp32 and in bf16 + channels-last.
+# 3. one run on several GPUs under torchrun (docs/scaling.md, section 1): with two GPUs or more, the
+#    fp32 run of step 2 on 2 GPUs (the same global batch), then again with --sync-bn; with one GPU, the
+#    fp32 run as one torchrun process. Step times, errors and exit codes go to torchrun-summary.json.
 # Results (JSON, Markdown, logs) go to one archive, $OUT/gpu-check.tar.gz (a lent machine returns few
 # files). Needs python3 with torch, timm, rich, pyyaml, scikit-learn, scipy and matplotlib; installs nothing.
 set -euo pipefail
@@ -50,6 +53,46 @@ for options in "--precision fp32" "--precision bf16 --channels-last"; do
   echo "wall seconds: $(echo "$(date +%s.%N) - $start" | bc)" | tee -a "$OUT/mt-cifar10-$name.log"
   cp "$DATA/run-$name/final.json" "$OUT/mt-cifar10-$name-final.json" 2>/dev/null || true
 done
+
+# 3. torchrun: the same 500 steps as the fp32 run above, on 2 GPUs (or as 1 process on a 1-GPU machine).
+GPUS=$(python3 -c "import torch; print(torch.cuda.device_count())")
+if [ "$GPUS" -ge 2 ]; then TORCHRUN_RUNS="ddp2-fp32:2: ddp2-syncbn:2:--sync-bn"; else TORCHRUN_RUNS="torchrun1-fp32:1:"; fi
+for spec in $TORCHRUN_RUNS; do
+  IFS=: read -r name procs extra <<< "$spec"
+  start=$(date +%s.%N)
+  set +e
+  timeout 900 python3 -m torch.distributed.run --standalone --nproc_per_node "$procs" -m ssl_toolkit run \
+    --preset mt-cifar10-4000-convnet13 --data-dir "$DATA" --steps 500 --eval-every 250 --lr-rampup 100 \
+    --lr-rampdown 100 --set consistency_rampup=100 --precision fp32 $extra --out "$DATA/run-$name" \
+    > "$OUT/mt-cifar10-$name.log" 2>&1
+  echo "exit code: $?" >> "$OUT/mt-cifar10-$name.log"
+  set -e
+  echo "wall seconds: $(echo "$(date +%s.%N) - $start" | bc)" | tee -a "$OUT/mt-cifar10-$name.log"
+  tail -n 5 "$OUT/mt-cifar10-$name.log"
+  cp "$DATA/run-$name/final.json" "$OUT/mt-cifar10-$name-final.json" 2>/dev/null || true
+done
+python3 - "$OUT" <<'EOF'
+import json, re, sys
+from pathlib import Path
+out = Path(sys.argv[1])
+summary = {}
+for log in sorted(out.glob("mt-cifar10-*.log")):
+    name = log.stem.removeprefix("mt-cifar10-")
+    final_file = out / f"mt-cifar10-{name}-final.json"
+    final = json.loads(final_file.read_text()) if final_file.exists() else None
+    text = log.read_text()
+    code = re.search(r"exit code: (\d+)", text)
+    summary[name] = {
+        "processes": final.get("world_size", 1) if final else None,
+        "train_seconds_per_step": round(final["wall_time_s"] / final["steps"], 4) if final else None,
+        "test_error": final["test_error"] if final else None,
+        "exit_code": int(code.group(1)) if code else None,
+        "error_lines": [line for line in text.splitlines() if re.search(r"^error: |\w+Error\b", line)][-5:],
+    }
+(out / "torchrun-summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+print(json.dumps(summary, indent=2))
+EOF
+
 mkdir -p "$FINAL"
 tar -czf "$FINAL/gpu-check.tar.gz" -C "$OUT" .
 ls -la "$OUT"

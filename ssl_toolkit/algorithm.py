@@ -8,7 +8,8 @@ how many optimizer steps have finished (1 after the first).
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
@@ -72,12 +73,22 @@ class StepInfo:
     ``steps_done`` counts optimizer steps finished so far (1 after the first). ``epoch_ended`` is
     true on the step that finished a pass over the unlabeled stream. ``student_logits`` are the
     student's classification logits of this step, detached.
+
+    ``gather(tensor)`` keeps per-sample state identical across processes when one run trains on
+    several (``torchrun``): each process sees only its share of the global batch, and ``gather``
+    returns every process's ``tensor`` concatenated along dim 0 in a fixed order, the same on every
+    process (lengths along dim 0 may differ between processes). In one process it returns
+    ``tensor`` itself. Gather every tensor that is written into shared state, row-aligned, e.g.
+    ``index = info.gather(info.batch.index)`` and ``probs = info.gather(probs)`` (Temporal
+    Ensembling). Every process calls ``post_step`` at the same step, so calls must not depend on
+    the process's own data (always gather, if needed an empty tensor).
     """
 
     steps_done: int
     epoch_ended: bool
     batch: Batch
     student_logits: Tensor
+    gather: Callable[[Tensor], Tensor] = field(default=lambda tensor: tensor, repr=False)
 
 
 @dataclass
@@ -187,7 +198,13 @@ class SSLAlgorithm(nn.Module):
         return None
 
     def post_step(self, info: StepInfo) -> None:
-        """Update state after the optimizer step (EMA teacher, per-sample buffers)."""
+        """Update state after the optimizer step (EMA teacher, per-sample buffers).
+
+        Under torchrun every process runs this on its share of the batch: state kept outside the
+        evaluated models (a per-sample buffer) must be updated from ``info.gather``-ed tensors so it
+        stays identical everywhere. The engine itself averages the evaluated models' floating-point
+        buffers (BatchNorm statistics) over processes after this hook.
+        """
 
     def eval_models(self) -> dict[str, nn.Module]:
         """The models to evaluate, by name. The student is always one of them."""

@@ -19,8 +19,10 @@ def run_header(trainer: Any) -> str:
     """What a run is about to do, with the execution settings it chose: the line every run starts with."""
     config = trainer.config
     start = f"steps {trainer.step + 1}..{config.steps}" if trainer.step else f"{config.steps} steps"
+    world = trainer.ranks.world_size
+    processes = f"{world} processes (torchrun) x " if world > 1 else ""
     header = (f"{config.algo} on {config.dataset}, {config.labels} labels, seed {config.seed}: {start} on "
-              f"{trainer.device.type}, {config.threads or 1} thread(s) (--threads), {config.backbone}, "
+              f"{trainer.device.type}, {processes}{config.threads or 1} thread(s) (--threads), {config.backbone}, "
               f"precision {config.precision}")
     estimate = trainer.estimated_seconds()
     if estimate > 60:

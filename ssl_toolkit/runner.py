@@ -2,20 +2,25 @@
 
 The command line (``ssl-bench run``, ``ssl-bench resume``) and Python callers use the same two
 functions, :func:`execute_run` and :func:`resume_run`; neither prints. Every check that can fail
-runs before anything is written or removed.
+runs before anything is written or removed. Under torchrun every process calls them: all of them
+check, train and stop together, and only rank 0 writes the run folder and shows progress.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ssl_toolkit.config import RESUMABLE_KEYS, RunConfig, differences, read_config_file, resolve_run_config
 from ssl_toolkit.errors import UserInputError
 from ssl_toolkit.loggers import build_loggers, check_loggers, remove_logs
 from ssl_toolkit.results import RunFolder, write_error
+
+if TYPE_CHECKING:
+    from ssl_toolkit.distributed import Ranks
 
 RUN_FILES = ("config.json", "split.json", "metrics.jsonl", "checkpoint.pt", "final.json", "error.json")
 
@@ -26,6 +31,8 @@ class RunResult:
 
     ``final`` is final.json's content for a complete run; ``message`` says what happened for the
     others; ``exit_code`` is what the command line returns (0, 1 for divergence, 128 + signal).
+    ``rank`` is the process's rank under torchrun (0 otherwise): every rank gets the same outcome,
+    and only rank 0 reports it.
     """
 
     status: str
@@ -33,6 +40,7 @@ class RunResult:
     final: dict[str, Any] = field(default_factory=dict)
     message: str = ""
     exit_code: int = 0
+    rank: int = 0
 
 
 def check_folder(config: RunConfig, *, resume: bool, overwrite: bool) -> bool:
@@ -85,43 +93,74 @@ def execute_run(config: RunConfig, *, resume: bool = False, overwrite: bool = Fa
     """Train ``config`` into its run folder and say how it ended.
 
     ``resume`` continues the folder from its checkpoint; ``overwrite`` replaces a finished or failed
-    run. SIGINT/SIGTERM stop the run after the current step with a checkpoint written.
+    run. SIGINT/SIGTERM stop the run after the current step with a checkpoint written. Under
+    torchrun (see :mod:`ssl_toolkit.distributed`) every process calls this with the same config.
     """
+    from ssl_toolkit.distributed import join
+
+    ranks = join(config.device)
+    try:
+        return _execute(config, ranks, resume=resume, overwrite=overwrite, quiet=quiet)
+    finally:
+        ranks.leave()
+
+
+def _execute(config: RunConfig, ranks: Ranks, *, resume: bool, overwrite: bool, quiet: bool) -> RunResult:
     from ssl_toolkit.progress import progress_observers
     from ssl_toolkit.signals import StopRequest
     from ssl_toolkit.trainer import DivergenceError, Trainer
 
-    clear = check_folder(config, resume=resume, overwrite=overwrite)
-    check_loggers(config.loggers)
     # The data, split, hyperparameter ranges, model and checkpoint are all checked here, so bad
-    # input is refused before any file is written or removed.
-    trainer = Trainer(config, resume=resume)
+    # input is refused before any file is written or removed; under torchrun every rank checks
+    # and all of them stop if one of them refuses.
+    failure = None
+    try:
+        clear = check_folder(config, resume=resume, overwrite=overwrite)
+        check_loggers(config.loggers)
+        trainer = Trainer(config, resume=resume, ranks=ranks)
+    except UserInputError as error:
+        failure = error
+    ranks.raise_any(failure)
     folder = RunFolder(config.out)
-    if clear:
-        clear_run_files(folder.path)
     if resume and trainer.step >= config.steps and folder.final.exists():
         return RunResult("already_complete", config, json.loads(folder.final.read_text()),
                          f"the run in {folder.path} is already complete ({trainer.step} steps); "
-                         f"add --steps N to extend it")
+                         f"add --steps N to extend it", rank=ranks.rank)
+    trainer.check_before_training()
+    if clear and ranks.is_main:
+        clear_run_files(folder.path)
     stop = StopRequest()
-    # Observers are built here only, so a distributed run can give them to rank 0 alone.
-    observers = [*progress_observers(quiet), *build_loggers(config)]
+    # Observers are built here only, so that only rank 0 shows progress and logs.
+    observers = [*progress_observers(quiet), *build_loggers(config)] if ranks.is_main else []
     try:
         with stop.installed():
             final = trainer.run(observers, should_stop=stop)
     except DivergenceError as error:
-        write_error(folder.error, {"error": str(error), "step": error.step, "checkpoint_step": trainer.checkpoint_step})
+        if ranks.is_main:
+            write_error(folder.error, {"error": str(error), "step": error.step,
+                                       "checkpoint_step": trainer.checkpoint_step})
         kept = [f"the checkpoint of step {trainer.checkpoint_step}"] if trainer.checkpoint_step else []
         kept += ["metrics.jsonl"] if folder.metrics.exists() else []
         message = (f"{error}; kept {' and '.join(kept) or 'config.json and split.json'} in {folder.path} "
                    f"(details in error.json)")
-        return RunResult("diverged", config, message=message, exit_code=1)
+        return RunResult("diverged", config, message=message, exit_code=1, rank=ranks.rank)
     if not final:  # a signal ended the run early (one during the last step lets it complete)
-        message = (f"stopped by {stop.name} after step {trainer.step} (checkpoint written); "
-                   f"continue with: ssl-bench resume {folder.path}")
-        return RunResult("stopped", config, message=message, exit_code=stop.exit_code)
-    folder.error.unlink(missing_ok=True)
-    return RunResult("complete", config, final)
+        message = (f"stopped by {stop.name or 'a signal to another process'} after step {trainer.step} "
+                   f"(checkpoint written); continue with: {resume_command(folder.path, ranks.world_size)}")
+        # A rank that saw no signal itself ends as the signalled ones do.
+        return RunResult("stopped", config, message=message, exit_code=stop.exit_code or 143, rank=ranks.rank)
+    if ranks.is_main:
+        folder.error.unlink(missing_ok=True)
+    return RunResult("complete", config, final, rank=ranks.rank)
+
+
+def resume_command(path: Path, world_size: int) -> str:
+    """The command that continues the run in ``path``, with as many processes as it had."""
+    if world_size == 1:
+        return f"ssl-bench resume {path}"
+    if os.environ.get("LOCAL_WORLD_SIZE") == str(world_size):
+        return f"torchrun --nproc_per_node {world_size} -m ssl_toolkit resume {path}"
+    return f"ssl-bench resume {path}, under torchrun with {world_size} processes in all"
 
 
 def resolve_for_resume(values: dict[str, Any], out: str | Path) -> RunConfig:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 from ssl_toolkit.cli.parsing import OneLineParser
@@ -36,7 +37,10 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return args.handler(args)
     except UserInputError as error:
-        print(f"error: {error}", file=sys.stderr)
+        # Under torchrun every process meets the same bad input (the runner makes them agree);
+        # rank 0 alone says so.
+        if os.environ.get("RANK", "0") == "0":
+            print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         # A second Ctrl-C during a run, or one before training started: files already written stay.

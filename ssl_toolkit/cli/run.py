@@ -54,7 +54,9 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def report(result: RunResult) -> int:
-    """Print how the run ended; returns its exit code."""
+    """Print how the run ended (rank 0 alone, under torchrun); returns its exit code."""
+    if result.rank != 0:
+        return result.exit_code
     if result.status == "complete":
         print_final_table(result.final, Console())
         note = rampup_note(Path(result.config.out) / "metrics.jsonl")

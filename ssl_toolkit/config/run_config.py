@@ -44,10 +44,13 @@ class RunConfig:
     pretrained_file: str | None = setting(None, "start the backbone from these weights (.safetensors, or a torch "
                                           "state dict read with weights_only=True); the classifier starts fresh for "
                                           "the data set's classes", default_text="random initialization")
-    steps: int | None = setting(None, "optimizer steps: the whole budget", low=1, default_text=DATASET_DEFAULT)
-    batch_size: int | None = setting(None, "images per step, labeled + unlabeled", low=1,
+    steps: int | None = setting(None, "optimizer steps: the whole budget, whatever the number of processes", low=1,
+                                default_text=DATASET_DEFAULT)
+    batch_size: int | None = setting(None, "images per step, labeled + unlabeled; global: under torchrun each of N "
+                                     "processes takes 1/N of them (divisible by N)", low=1,
                                      default_text=DATASET_DEFAULT)
-    labeled_batch_size: int | None = setting(None, "labeled images per step (the rest of the batch is unlabeled)",
+    labeled_batch_size: int | None = setting(None, "labeled images per step (the rest of the batch is unlabeled); "
+                                             "global, like --batch-size (divisible by N under torchrun)",
                                              low=1, default_text=DATASET_DEFAULT)
     val_size: int | None = setting(None, "validation images held out of the training set (stratified)", low=0,
                                    default_text=DATASET_DEFAULT)
@@ -87,6 +90,8 @@ class RunConfig:
                                         default_text="all")
     unlabeled_pool: int | None = setting(None, "cap the unlabeled stream at N training images: the labeled ones "
                                          "plus a seeded random draw", low=1, default_text="every training image")
+    sync_bn: bool = setting(False, "under torchrun, BatchNorm statistics of the whole global batch "
+                            "(SyncBatchNorm; GPUs only); no effect in one process")
     hparams: dict[str, Any] = setting(help="algorithm hyperparameters (--set KEY=VALUE; ssl-bench list algorithms)",
                                       flag="--set", default_factory=dict)
     # Execution: where, how fast and how visibly the run goes; never what it trains.

@@ -43,8 +43,9 @@ class TwoStreamSampler:
     """Batches of ``labeled_batch_size`` labeled plus ``batch_size - labeled_batch_size`` unlabeled rows.
 
     An epoch is one pass over the unlabeled stream (dropping the last incomplete batch); the
-    labeled stream cycles independently. Under torchrun each rank takes every ``world_size``-th
-    batch slot of a global batch, so the union over ranks equals the single-process batch.
+    labeled stream cycles independently. Batch sizes are global: under torchrun each rank takes
+    every ``world_size``-th slot of both streams' parts of the global batch, so the ranks' shares
+    are equal and their union is the single-process batch.
 
     Example:
         >>> sampler = TwoStreamSampler(np.arange(10), np.arange(100), 32, 8, seed=0)
@@ -67,6 +68,10 @@ class TwoStreamSampler:
                 f"--batch-size {batch_size} (the rest of the batch is unlabeled)"
             )
         unlabeled_batch_size = batch_size - labeled_batch_size
+        if not 0 <= rank < world_size or labeled_batch_size % world_size or unlabeled_batch_size % world_size:
+            # The trainer refuses such batches with the flags' names; this guards direct use.
+            raise ValueError(f"rank {rank} of {world_size}: both streams' batch sizes ({labeled_batch_size}, "
+                             f"{unlabeled_batch_size}) must be divisible by the world size")
         if len(unlabeled) < unlabeled_batch_size:
             raise UserInputError(
                 f"--batch-size {batch_size} asks for {unlabeled_batch_size} unlabeled images per batch, more "
