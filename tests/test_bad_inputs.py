@@ -244,6 +244,8 @@ CATALOGUE: list[tuple[str, Builder, tuple[str, ...]]] = [
     ("set-without-equals", flags("--set", "ema_decay"), ("'ema_decay'", "KEY=VALUE")),
     ("set-unknown-key", flags("--set", "ema_dacay=0.9"), ("'ema_dacay'", "valid:", "ema_decay")),
     ("set-wrong-type", flags("--set", "ema_decay=fast"), ("ema_decay='fast'", "expected float")),
+    ("set-key-the-algorithm-lacks", flags("--set", "consistency_weight=10", algo="supervised"),
+     ("hyperparameters of supervised", "'consistency_weight'", "valid: none")),
     ("unknown-preset", flags("--preset", "nope"), ("'nope'", "valid:", "digits-cpu")),
     ("missing-plugin", flags("--plugin", "no_such_module_xyz"), ("'no_such_module_xyz'", "not found")),
     ("resume-and-overwrite", flags("--resume", "--overwrite"), ("--resume and --overwrite",)),

@@ -88,7 +88,7 @@ def _resolve_hparams(config: RunConfig) -> None:
     from ssl_toolkit.registry import get_algorithm
 
     algorithm = get_algorithm(config.algo)
-    typed = typed_values(f"hyperparameter for {config.algo}:", config.hparams, algorithm.Config)
+    typed = typed_values(f"hyperparameters of {config.algo}", config.hparams, algorithm.Config)
     # Saved resolved, so a resume with the original flags compares equal to the saved config.
     config.hparams = algorithm.Config(**typed).as_dict()
 

@@ -71,8 +71,8 @@ def coerce(where: str, key: str, value: Any, hint: Any) -> Any:
 def check_keys(where: str, given: dict[str, Any], valid: list[str]) -> None:
     unknown = sorted(set(given) - set(valid))
     if unknown:
-        raise UserInputError(f"{where}: unknown key {unknown[0]!r}{closest(unknown[0], valid)}; "
-                             f"valid: {', '.join(sorted(valid))}")
+        choices = ", ".join(sorted(valid)) if valid else "none (it takes no keys here)"
+        raise UserInputError(f"{where}: unknown key {unknown[0]!r}{closest(unknown[0], valid)}; valid: {choices}")
 
 
 def typed_values(where: str, values: dict[str, Any], cls: type, *, as_flag: bool = False) -> dict[str, Any]:
