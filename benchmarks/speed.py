@@ -18,6 +18,8 @@ after a warm-up:
 - ``ema_share_of_step``: the teacher update's share of a Mean Teacher step;
 - ``peak_memory_ratio``: peak bytes allocated during a Mean Teacher step over a supervised step
   (torch.profiler's memory timeline on a CPU, the allocator's peak on CUDA);
+- ``mean_teacher_step_breakdown``: the shares of a Mean Teacher step taken by the batch and its
+  views, the teacher's forward pass, the EMA update and the rest (student and optimizer);
 - ``cpu_speedup``: ``fmnist-cpu`` Mean Teacher steps/s now over the same steps at the commit before
   the performance work (``--base``, a checkout of it), each option combination timed against it.
 
@@ -222,6 +224,31 @@ def ema_share(args: argparse.Namespace, folder: Path, values: dict) -> float:
     return times["ema"] / times["step"]
 
 
+def step_breakdown(args: argparse.Namespace, folder: Path, values: dict) -> dict[str, float]:
+    """Where a Mean Teacher step's time goes, as shares of the whole step (timed interleaved).
+
+    ``batch``: sampling and both augmented views; ``teacher_forward``: the teacher's no-grad pass on
+    its view; ``ema``: the teacher update; ``student_and_optimizer``: the rest (the student's forward
+    and backward, the losses, the optimizer step). ``supervised_step``: a supervised step over the
+    same Mean Teacher step, the cost floor of any method that trains the same student.
+    """
+    steps = args.warmup + args.repeats * args.block + 10
+    trainer = trainer_for("mean_teacher", values, folder, steps)
+    supervised = trainer_for("supervised", values, folder, steps)
+    algorithm = trainer.algorithm
+    batch = trainer.make_batch(0)
+    times = interleaved({
+        "step": stepper(trainer), "supervised_step": stepper(supervised),
+        "batch": lambda: trainer.make_batch(trainer.step),
+        "teacher_forward": lambda: algorithm.teacher_targets(batch, None),
+        "ema": lambda: ema_update(algorithm.teacher, algorithm.student, 0.99),
+    }, args.warmup, args.repeats, args.block, _sync_for(trainer.device))
+    parts = {name: times[name] / times["step"] for name in ("batch", "teacher_forward", "ema")}
+    parts["student_and_optimizer"] = 1.0 - sum(parts.values())
+    parts["supervised_step"] = times["supervised_step"] / times["step"]
+    return parts
+
+
 def peak_step_bytes(trainer: Trainer) -> int:
     """Peak bytes allocated during one train_step, counting what existed before it."""
     step = stepper(trainer)
@@ -253,7 +280,19 @@ def peak_memory_ratio(folder: Path, values: dict) -> float:
 
 
 BASE_TIMER = """
-import sys, time, statistics, json, torch
+import importlib.util, os, sys, time, statistics, json, torch
+# The editable install maps ssl_toolkit.algorithms to this repository's algorithms/ whatever
+# PYTHONPATH says; drop its finder so the checkout in the working folder is timed, all of it.
+sys.meta_path = [f for f in sys.meta_path if "__editable__" not in getattr(f, "__module__", "")]
+here = os.path.join(os.getcwd(), "algorithms")
+class CheckoutAlgorithms:
+    @staticmethod
+    def find_spec(name, path=None, target=None):
+        if name == "ssl_toolkit.algorithms":
+            return importlib.util.spec_from_file_location(name, os.path.join(here, "__init__.py"),
+                                                          submodule_search_locations=[here])
+        return None
+sys.meta_path.insert(0, CheckoutAlgorithms)
 from ssl_toolkit.config import resolve_run_config
 from ssl_toolkit.trainer import Trainer
 values = json.loads(sys.argv[1]); warmup, repeats, block = map(int, sys.argv[2:5])
@@ -290,10 +329,12 @@ def cpu_speedup(args: argparse.Namespace, folder: Path) -> dict[str, float]:
     steps = args.warmup + args.repeats * args.block + 10
     common = {"algo": "mean_teacher", "dataset": "fashion_mnist", "threads": args.threads, "device": "cpu",
               "steps": max(steps, 1000), "eval_every": max(steps, 1000)}
-    options = {"fp32": {}, "channels_last": {"channels_last": True}, "compile": {"compile": True},
-               "compile+channels_last": {"compile": True, "channels_last": True}}
+    channels_last = {"channels_last": True}
+    options = {"fp32": {}, "channels_last": channels_last, "bf16": {"precision": "bf16"},
+               "bf16+channels_last": {"precision": "bf16", **channels_last}, "compile": {"compile": True},
+               "compile+channels_last": {"compile": True, **channels_last}}
     if args.quick:
-        options = {"fp32": {}, "channels_last": {"channels_last": True}}
+        options = {name: options[name] for name in ("fp32", "channels_last", "bf16+channels_last")}
     base_times, times = [], {name: [] for name in options}
     for _ in range(args.rounds):
         base_times.append(time_checkout(args.base, {**common, "out": str(folder / "base")}, args))
@@ -329,6 +370,8 @@ def markdown(result: dict) -> str:
         lines.append(_row(key, result["main_setting"], result[key], TARGETS[key], lower=True))
     lines.append(_row("augment_speedup_vs_dataloader", result["main_setting"], result["augment_speedup_vs_dataloader"],
                       TARGETS["augment_speedup_vs_dataloader"], lower=False))
+    for part, share in (result.get("mean_teacher_step_breakdown") or {}).items():
+        lines.append(_row(f"mean_teacher step share: {part}", result["main_setting"], share, None, lower=True))
     for name, value in (result.get("cpu_speedup") or {}).items():
         lines.append(_row(f"cpu_speedup ({name})", "fmnist-cpu mean_teacher", value, None, lower=False))
     return "\n".join(lines) + "\n"
@@ -374,6 +417,7 @@ def main() -> None:
             "augment_speedup_vs_dataloader": lambda: augment_speedup(args, runs, by_setting[main_setting]),
             "ema_share_of_step": lambda: ema_share(args, runs, by_setting[main_setting]),
             "peak_memory_ratio": lambda: peak_memory_ratio(runs, by_setting[main_setting]),
+            "mean_teacher_step_breakdown": lambda: step_breakdown(args, runs, by_setting[main_setting]),
         }
         if args.base is not None and args.device == "cpu":
             steps["cpu_speedup"] = lambda: cpu_speedup(args, runs)
