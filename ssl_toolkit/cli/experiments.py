@@ -7,7 +7,8 @@ from pathlib import Path
 
 from ssl_toolkit.cli.parsing import add_config_flags, config_values
 from ssl_toolkit.errors import UserInputError
-from ssl_toolkit.experiments.execution import ALL_GPUS, BACKENDS, Execution
+from ssl_toolkit.experiments.execution import BACKENDS, Execution
+from ssl_toolkit.experiments.launch import ALL_GPUS
 
 # Flags that compare/sweep set for every run themselves, and what to give instead.
 REFUSED = {

@@ -17,11 +17,10 @@ from pathlib import Path
 from typing import Any, Protocol, TextIO
 
 from ssl_toolkit.errors import UserInputError
-from ssl_toolkit.experiments.launch import RunOutcome, planned_line, write_plan
+from ssl_toolkit.experiments.launch import ALL_GPUS, RunOutcome, planned_line, write_plan
 from ssl_toolkit.experiments.plan import PlannedRun, check_reusable
 
 BACKENDS = ("local", "ray")
-ALL_GPUS = "all"
 
 
 class Backend(Protocol):

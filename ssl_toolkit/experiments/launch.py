@@ -29,6 +29,8 @@ STDERR_TAIL_CHARS = 4000
 # reads the config's ``threads``; they get the same count through the environment.
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 GPU_VARIABLE = "CUDA_VISIBLE_DEVICES"
+# --gpus all: every GPU the machine shows (the local pool lists them; Ray assigns them itself).
+ALL_GPUS = "all"
 # How a launcher stops its runs. A run treats SIGTERM as Ctrl-C (step, checkpoint, exit), and unlike
 # SIGINT it is never blocked: a Ray worker starts its children with SIGINT blocked.
 STOP_SIGNAL = signal.SIGTERM

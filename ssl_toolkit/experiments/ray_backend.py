@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from ssl_toolkit.errors import UserInputError
-from ssl_toolkit.experiments.execution import ALL_GPUS
 from ssl_toolkit.experiments.launch import (
+    ALL_GPUS,
     GPU_VARIABLE,
     RunOutcome,
     launch_run,
