@@ -1,4 +1,8 @@
-"""The one generic training loop, used by every algorithm."""
+"""The one generic training loop, used by every algorithm.
+
+Over 400 lines as one cohesive job: a run's set-up, its step, evaluation, checkpoint and resume,
+which share the trainer's state and read best side by side.
+"""
 
 from __future__ import annotations
 

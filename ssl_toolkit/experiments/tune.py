@@ -16,6 +16,8 @@ an interrupted one resumes from its checkpoint. Layout of ``DIR``::
     trials/<dataset>-<labels>/<algo>/trial<k>/seed<s>/   one run folder per trial and tuning seed
     eval/<dataset>-<labels>/<algo>/seed<s>/              the chosen configuration on each evaluation seed
     plans/, logs/                                    planned configs and run logs, as for compare
+
+Over 400 lines as one cohesive job: the tune protocol (ask, run, score, choose, evaluate).
 """
 
 from __future__ import annotations
