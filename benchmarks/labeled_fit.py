@@ -27,10 +27,11 @@ def labeled_and_test_error(run_dir: Path) -> tuple[int, dict[str, tuple[float, f
     data = trainer.data
     labeled = torch.from_numpy(data.split.labeled).to(trainer.device)
     images, labels = data.pool[labeled], data.pool_labels[labeled]
+    logits_of = trainer.algorithm.class_logits
     errors = {
         name: (
-            error_rate(model, images, labels, data.normalizer),
-            error_rate(model, data.test_images, data.test_labels, data.normalizer),
+            error_rate(model, images, labels, data.preprocess, logits_of),
+            error_rate(model, data.test_images, data.test_labels, data.preprocess, logits_of),
         )
         for name, model in trainer.algorithm.eval_models().items()
     }
