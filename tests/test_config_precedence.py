@@ -16,7 +16,7 @@ from ssl_toolkit.config import RunConfig, resolve_run_config
 # One value per layer for each checked key; "default" is what no layer sets.
 VALUES = {
     "lr": {"default": RunConfig.lr, "preset": 0.001, "file": 0.002, "cli": 0.004},
-    "eval_every": {"default": 250, "preset": 5, "file": 4, "cli": 3},  # 250: digits' run default
+    "eval_every": {"default": 500, "preset": 5, "file": 4, "cli": 3},  # 500: digits' run default
     "ema_decay": {"default": 0.99, "preset": 0.9, "file": 0.95, "cli": 0.97},  # a hyperparameter
 }
 CLI_FLAGS = ["--lr", "0.004", "--eval-every", "3", "--set", "ema_decay=0.97"]

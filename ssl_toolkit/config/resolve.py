@@ -120,7 +120,7 @@ def _fill_dataset_defaults(config: RunConfig, preset_values: dict[str, Any]) -> 
 def _scale_eval_interval(config: RunConfig, given: dict[str, Any], reference: dict[str, Any]) -> None:
     """A --steps of one's own without --eval-every keeps the defaults' number of evaluations.
 
-    The digits defaults evaluate every 250 of 1500 steps; a 300-step run then evaluates every 50,
+    The digits defaults evaluate every 500 of 3800 steps; a 380-step run then evaluates every 50,
     not twice. Steps from a --config file count as given (a saved config.json reruns as it was).
     """
     steps, eval_every = reference.get("steps"), reference.get("eval_every")

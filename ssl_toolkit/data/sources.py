@@ -133,7 +133,7 @@ _PAPER_NOISE_FLIP = AugmentConfig(translate=2, flip=True, noise=0.15)
 @register_dataset(
     "digits", augment=AugmentConfig(translate=1, flip=False, noise=0.15), backbone="convnet_tiny", val_size=200,
     default_data_dir="", description="scikit-learn's embedded 8x8 handwritten digits (1797 images, 10 classes)",
-    run_defaults={"steps": 1500, "batch_size": 64, "labeled_batch_size": 16, "eval_every": 250, "labels": 50},
+    run_defaults={"steps": 3800, "batch_size": 64, "labeled_batch_size": 16, "eval_every": 500, "labels": 50},
     default_preset="digits-cpu",
 )
 def load_digits(data_dir: Path, options: dict[str, Any]) -> DatasetArrays:
